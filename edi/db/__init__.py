@@ -1,0 +1,56 @@
+"""Database access: one engine per process, schema created or upgraded on first use.
+
+SQLite by default (WAL mode so that several worker processes share one file), PostgreSQL
+by URL (psycopg 3 driver). The same models and queries run on both.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine
+
+from edi.db import models  # noqa: F401  (registers the tables)
+
+_engines: dict[str, Engine] = {}
+
+
+def _normalise(url: str) -> str:
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url[len("postgres://"):]
+    return url
+
+
+def engine_for(url: str) -> Engine:
+    """Return the process's engine for `url`, creating the schema if needed."""
+    url = _normalise(url)
+    if url in _engines:
+        return _engines[url]
+    if url.startswith("sqlite"):
+        eng = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(eng, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+    else:
+        eng = create_engine(url, pool_pre_ping=True)
+    SQLModel.metadata.create_all(eng)
+    _engines[url] = eng
+    return eng
+
+
+def dispose_all() -> None:
+    """Drop pooled connections (after a fork, or at the end of tests)."""
+    for eng in _engines.values():
+        eng.dispose()
+    _engines.clear()
+
+
+def session(url: str) -> Session:
+    return Session(engine_for(url), expire_on_commit=False)

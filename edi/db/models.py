@@ -1,0 +1,154 @@
+"""Tables. Payloads live on disk (archive, recipients); metadata and history live here.
+
+Every decision is a row: flows and their state, invoices, findings, status events, reports.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import Column, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# Flow states (design: received -> in progress -> IN_INTEGRE | IN_INTEGRE_PARTIEL | IN_REJETE)
+RECEIVED = "RECU"
+IN_PROGRESS = "EN_COURS"
+INTEGRATED = "IN_INTEGRE"
+PARTIAL = "IN_INTEGRE_PARTIEL"
+REJECTED = "IN_REJETE"
+TERMINAL_STATES = (INTEGRATED, PARTIAL, REJECTED)
+
+
+class Partner(SQLModel, table=True):
+    app: str = Field(primary_key=True, max_length=8)
+    name: str = ""
+    interfaces: str = ""  # comma-separated interface codes; empty = all
+    enabled: bool = True
+    password_hash: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Flow(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    app: str = Field(index=True, max_length=64)
+    interface: str = ""
+    flow_ref: str = Field(default="", index=True)  # FLOWID from the file name
+    # "APP/FLOWID" for the first flow received under that id; NULL for a repeat (IRR_UNCITE).
+    flow_key: str | None = Field(default=None, unique=True)
+    filename: str
+    size: int = 0
+    sha256: str = ""
+    archive_path: str = ""
+    source: str = "spool"  # spool | sftp | cli
+    state: str = Field(default=RECEIVED, index=True)
+    error_code: str | None = None  # the IRR_* code when irrecevable
+    invoice_count: int = 0
+    accepted_count: int = 0
+    owner: str | None = None  # host:pid of the worker holding the lease
+    lease_until: datetime | None = None
+    received_at: datetime = Field(default_factory=utcnow, index=True)
+    finished_at: datetime | None = None
+
+
+class Invoice(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("flow_id", "seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    flow_id: int = Field(foreign_key="flow.id", index=True)
+    seq: int  # 1-based position in the flow
+    number: str = Field(default="", index=True)
+    doc_type: str = ""
+    syntax: str = ""  # UBL | CII | CPP
+    supplier_id: str = ""
+    supplier_name: str = ""
+    supplier_id_type: str = ""
+    recipient_siret: str = ""
+    code_service: str = ""
+    ej: str = ""
+    issue_date: str = ""
+    currency: str = ""
+    total_ht: str = ""
+    total_ttc: str = ""
+    accepted: bool = False
+    deposit_no: str | None = Field(default=None, unique=True)
+    certificate: str = ""
+    status: str = ""  # current life-cycle status code (01, 03, 04, ...)
+    path: str = ""  # where the routed invoice lies under spool/recipients
+    size: int = 0
+
+
+class Finding(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    flow_id: int = Field(foreign_key="flow.id", index=True)
+    invoice_id: int | None = Field(default=None, foreign_key="invoice.id", index=True)
+    seq: int = 0  # order in the report
+    code: str
+    reason: str
+    severity: str
+    message: str
+    location: str = ""
+    value: str = ""
+    invoice_number: str = ""
+
+
+class StatusEvent(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoice.id", index=True)
+    code: str
+    at: datetime = Field(default_factory=utcnow)
+    producer: str = "EDI"
+    reason: str = ""
+    comment: str = ""
+    report_id: int | None = Field(default=None, foreign_key="report.id", index=True)
+
+
+class Structure(SQLModel, table=True):
+    siret: str = Field(primary_key=True, max_length=14)
+    id_type: str = "1"
+    name: str = ""
+    edi_sender: bool = False
+    edi_receiver: bool = False
+    payment_status: bool = False
+    ej_required: bool = False
+    service_required: bool = False
+    service_or_ej: bool = False
+    is_moa: bool = False
+    moa_only: bool = False
+    active: bool = True
+    address: str = ""
+    address_complement1: str = ""
+    address_complement2: str = ""
+    postal_code: str = ""
+    city: str = ""
+    phone: str = ""
+    email: str = ""
+    country: str = ""
+    country_name: str = ""
+
+
+class Service(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("siret", "code"),)
+    id: int | None = Field(default=None, primary_key=True)
+    siret: str = Field(index=True, max_length=14)
+    code: str = Field(max_length=100)
+    name: str = ""
+    ej_required: bool = False
+    active: bool = True
+
+
+class Report(SQLModel, table=True):
+    """A report for a partner. Rendered once and kept here (outbox), then written to out/."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    flow_id: int | None = Field(default=None, foreign_key="flow.id", index=True)
+    app: str = Field(index=True)
+    kind: str  # integration | processing
+    filename: str = Field(unique=True)
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    written_at: datetime | None = None
+    retrieved_at: datetime | None = None

@@ -1,0 +1,305 @@
+"""CPPStatut V1_19 reports: the integration report of a flow and the processing reports.
+
+Pure builders: plain data in, UTF-8 XML bytes out (no I/O, no database), so the pipeline
+decides where and when a report is written. The same input always gives the same bytes.
+The shape is the project's transcription `schemas/CPPStatut_V1_19.xsd` (reference §2.4):
+an `Enveloppe` (parameters DtPrd and IdFlx, sender and receiver), then either the flow
+block `CPPFluxStatuts` (integration report) or the invoice block `CPPFactureStatuts`
+(life-cycle statuses).
+
+Free text (messages, descriptions, comments, names) may come from the partner's own files.
+XML 1.0 cannot hold some characters (most C0 controls, lone surrogates, U+FFFE/U+FFFF); the
+builders replace each of them with U+FFFD so a report is always written and shows where
+something was lost. Structured fields (application codes, status codes, SIRET, lengths the
+schema fixes) are programming errors when wrong and raise ValueError.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cache
+from pathlib import Path
+
+from lxml import etree
+
+from edi.validate.finding import Finding
+
+VERSION = "V1_19"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "CPPStatut_V1_19.xsd"
+
+# Flow statuses (IdStatut of the flow block, reference §2.4).
+FLOW_RECEIVED = "90"  # received, every invoice integrated
+FLOW_REJECTED = "93"  # reception error: irrecevable, or no invoice integrated
+FLOW_PARTIAL = "96"  # received, partial integration
+
+FLOW_STATUS_LABELS: dict[str, str] = {
+    "90": "Flux reçu",
+    "91": "Flux en cours de transmission",
+    "92": "Flux reçu par le destinataire final",
+    "93": "Erreur de réception du flux",
+    "94": "Erreur de réception chez le destinataire final",
+    "95": "Erreur de transmission au destinataire final",
+    "96": "Flux reçu, intégration partielle",
+}
+
+# Invoice life-cycle statuses (IdStatut of the invoice block, reference §2.5).
+INVOICE_DEPOSITED = "01"
+INVOICE_AVAILABLE = "03"
+
+LIFECYCLE_LABELS: dict[str, str] = {
+    "01": "Déposée",
+    "02": "En cours d'acheminement vers le destinataire",
+    "03": "Mise à disposition du destinataire",
+    "04": "Rejetée par l'ordonnateur pour erreur dans les données d'acheminement",
+    "05": "Rejetée par l'ordonnateur pour autre motif",
+    "06": "Suspendue",
+    "07": "Service fait",
+    "08": "Mandatée / DP validée",
+    "09": "Mise à disposition du comptable",
+    "10": "Comptabilisée",
+    "11": "Mise en paiement",
+    "12": "Complétée – mise à disposition",
+}
+
+_LIFECYCLE_CODE = re.compile(r"0[1-9]|[1-3][0-9]|4[01]")
+# Everything XML 1.0 cannot hold (its Char production), lone surrogates included.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_VALUE_MAX = 120  # longest offending value quoted in a description
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorLine:
+    """One `LigneErreurDetail` of an integration report."""
+
+    reason: str  # NatureErreur: reform reason code (IRR_SYNTAX, DEST_INC, REJ_SEMAN, ...)
+    code: str  # CodeErreur: rule code (BR-CO-15, XSD, platform code)
+    message: str  # LibelleErreur: French, one line
+    description: str = ""  # DescriptionErreur: invoice, field and value (see `description`)
+
+    @classmethod
+    def from_finding(cls, finding: Finding) -> ErrorLine:
+        return cls(
+            reason=finding.reason,
+            code=finding.code,
+            message=finding.message,
+            description=description(finding.invoice_number, finding.location, finding.value),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceStatusLine:
+    """One `CPPFactureStatutUnitaire` of a processing report: one status change of one invoice."""
+
+    supplier_id_type: str | int  # 1 SIRET .. 7
+    supplier_id: str
+    supplier_name: str
+    supplier_country: str  # 2 letters, or "" when unknown
+    recipient_siret: str  # 14 characters
+    code_service: str  # "" when none
+    status: str  # life-cycle code 01..41
+    complement: str  # deposit number for the statuses the platform sets (<= 40)
+    comment: str  # deposit certificate (base64 SHA-256) or the producer's comment
+    at: datetime
+    invoice_number: str
+    invoice_date: str = ""  # YYYY-MM-DD
+    producer: str = "EDI"
+
+
+def xml_text(value: str) -> str:
+    """`value` with every character XML 1.0 cannot hold replaced by U+FFFD."""
+    if _NOT_XML_CHAR.search(value) is None:
+        return value
+    return _NOT_XML_CHAR.sub("\ufffd", value)
+
+
+def description(invoice_number: str, location: str, value: str) -> str:
+    """The French `DescriptionErreur`: which invoice, which field, which value.
+
+    >>> description("F2026-001", "Debiteur/Identifiant", "12345678900011")
+    'Facture F2026-001 — champ Debiteur/Identifiant, valeur « 12345678900011 »'
+    >>> description("", "Compteur", "3")
+    'Champ Compteur, valeur « 3 »'
+    >>> description("F1", "", "")
+    'Facture F1'
+    """
+    where = []
+    if location:
+        where.append(f"champ {location}")
+    if value:
+        shown = value if len(value) <= _VALUE_MAX else value[: _VALUE_MAX - 1] + "…"
+        where.append(f"valeur « {shown} »")
+    detail = ", ".join(where)
+    if invoice_number:
+        return f"Facture {invoice_number} — {detail}" if detail else f"Facture {invoice_number}"
+    return detail[:1].upper() + detail[1:]
+
+
+def flow_status(accepted: int, rejected: int) -> str:
+    """IdStatut of a processed flow: 90 all accepted, 96 some rejected, 93 none accepted."""
+    if accepted <= 0:
+        return FLOW_REJECTED
+    return FLOW_PARTIAL if rejected > 0 else FLOW_RECEIVED
+
+
+def integration_report_name(interface: str, app: str, flow_ref: str) -> str:
+    """`CSO1100A_<APP>_<FLOWID>.xml`: the deposit's interface with its first letter F made C."""
+    if not interface.startswith("F") or len(interface) < 2:
+        raise ValueError(f"interface code must start with F: {interface!r}")
+    return f"C{interface[1:]}_{app}_{flow_ref}.xml"
+
+
+def processing_report_name(app: str, report_id: str) -> str:
+    """`FEN1200A_<APP>_<ID>.xml`."""
+    return f"FEN1200A_{app}_{report_id}.xml"
+
+
+@cache
+def load_schema() -> etree.XMLSchema:
+    """The CPPStatut schema, parsed once per process, to validate every emitted report."""
+    return etree.XMLSchema(etree.parse(str(SCHEMA_PATH)))
+
+
+def integration_report(
+    *,
+    sender_app: str,
+    recipient_app: str,
+    report_flow_id: str,
+    flow_ref: str,
+    status: str,
+    produced_at: datetime,
+    lines: Sequence[ErrorLine],
+    comment: str = "",
+    complement: str = "",
+) -> bytes:
+    """The integration report of one flow (flow block): its status and one line per finding.
+
+    `sender_app` is the platform, `recipient_app` the partner who deposited flow `flow_ref`.
+    """
+    if status not in FLOW_STATUS_LABELS:
+        raise ValueError(f"unknown flow status {status!r}")
+    _check_max("complement", complement, 40)
+    root = _document(sender_app, recipient_app, report_flow_id, produced_at)
+    block = etree.SubElement(root, "CPPFluxStatuts", compteur="1")
+    unit = etree.SubElement(block, "CPPFluxStatutUnitaire", NumOrdre="1")
+    data = etree.SubElement(unit, "DonneesStatut")
+    _leaf(data, "IdStatut", status)
+    _optional(data, "ComplementStatut", complement)
+    _optional(data, "Commentaire", comment)
+    _leaf(data, "Horodatage", _timestamp(produced_at))
+    _leaf(data, "IdFlux", flow_ref)
+    if lines:
+        details = etree.SubElement(data, "Details", NbLignesErreur=str(len(lines)))
+        for number, line in enumerate(lines, start=1):
+            item = etree.SubElement(details, "LigneErreurDetail", IdLigne=str(number))
+            _leaf(item, "NatureErreur", line.reason)
+            _leaf(item, "CodeErreur", line.code)
+            _leaf(item, "LibelleErreur", line.message)
+            _optional(item, "DescriptionErreur", line.description)
+    return _serialize(root)
+
+
+def processing_report(
+    *,
+    sender_app: str,
+    recipient_app: str,
+    report_flow_id: str,
+    produced_at: datetime,
+    lines: Iterable[InvoiceStatusLine],
+) -> bytes:
+    """A processing report (invoice block): one entry per status change, in the given order."""
+    root = _document(sender_app, recipient_app, report_flow_id, produced_at)
+    block = etree.SubElement(root, "CPPFactureStatuts")
+    count = 0
+    for count, line in enumerate(lines, start=1):
+        _invoice_status(block, count, line)
+    if count == 0:
+        raise ValueError("a processing report needs at least one status line")
+    block.set("compteur", str(count))
+    return _serialize(root)
+
+
+# ----- internals -----
+
+
+def _document(
+    sender_app: str, recipient_app: str, report_flow_id: str, produced_at: datetime
+) -> etree._Element:
+    for name, app in (("sender_app", sender_app), ("recipient_app", recipient_app)):
+        if not 3 <= len(app) <= 8:
+            raise ValueError(f"{name} must be 3 to 8 characters: {app!r}")
+    root = etree.Element("CPPStatut", Version=VERSION)
+    envelope = etree.SubElement(etree.SubElement(root, "Enveloppe"), "EnveloppeUnitaire", NumOrdre="1")
+    params = etree.SubElement(envelope, "Parametres")
+    for number, (code, value) in enumerate(
+        (("DtPrd", produced_at.date().isoformat()), ("IdFlx", report_flow_id)), start=1
+    ):
+        param = etree.SubElement(params, "ParametreIndiv", NumOrdre=f"{number:04d}")
+        _leaf(param, "Code", code)
+        _leaf(param, "Valeurparametre", value)
+    partners = etree.SubElement(envelope, "Partenaires")
+    _leaf(etree.SubElement(partners, "Emetteur"), "Id", sender_app)
+    _leaf(etree.SubElement(partners, "Recepteur"), "Id", recipient_app)
+    return root
+
+
+def _invoice_status(block: etree._Element, number: int, line: InvoiceStatusLine) -> None:
+    id_type = str(line.supplier_id_type)
+    if id_type not in {"1", "2", "3", "4", "5", "6", "7"}:
+        raise ValueError(f"supplier identifier type must be 1..7: {id_type!r}")
+    if len(line.recipient_siret) != 14:
+        raise ValueError(f"recipient SIRET must be 14 characters: {line.recipient_siret!r}")
+    if line.supplier_country and len(line.supplier_country) != 2:
+        raise ValueError(f"country code must be 2 letters: {line.supplier_country!r}")
+    if not _LIFECYCLE_CODE.fullmatch(line.status):
+        raise ValueError(f"life-cycle status must be 01..41: {line.status!r}")
+    _check_max("code_service", line.code_service, 100)
+    _check_max("complement", line.complement, 40)
+
+    unit = etree.SubElement(block, "CPPFactureStatutUnitaire", NumOrdre=str(number))
+    supplier = etree.SubElement(unit, "Fournisseur")
+    _leaf(supplier, "TypeIdentifiant", id_type)
+    _leaf(supplier, "Identifiant", line.supplier_id)
+    _optional(supplier, "RaisonSociale", line.supplier_name)
+    _optional(supplier, "CodePays", line.supplier_country)
+    recipient = etree.SubElement(unit, "Debiteur")
+    _leaf(recipient, "Identifiant", line.recipient_siret)
+    _optional(recipient, "CodeService", line.code_service)
+    data = etree.SubElement(unit, "DonneesStatut")
+    _leaf(data, "IdStatut", line.status)
+    _optional(data, "ComplementStatut", line.complement)
+    _optional(data, "Commentaire", line.comment)
+    _leaf(data, "Horodatage", _timestamp(line.at))
+    _leaf(data, "Producteur", line.producer)
+    _leaf(data, "IdFacture", line.invoice_number)
+    _optional(data, "DateFacture", line.invoice_date)
+
+
+def _leaf(parent: etree._Element, tag: str, value: str) -> None:
+    etree.SubElement(parent, tag).text = xml_text(value)
+
+
+def _optional(parent: etree._Element, tag: str, value: str) -> None:
+    if value:
+        _leaf(parent, tag, value)
+
+
+def _check_max(name: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise ValueError(f"{name} is longer than {limit} characters: {value!r}")
+
+
+def _timestamp(moment: datetime) -> str:
+    """xs:dateTime to the second, always with its offset.
+
+    A naive datetime is taken as UTC: that is how the database stores times (edi.db.models.utcnow).
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.isoformat(timespec="seconds")
+
+
+def _serialize(root: etree._Element) -> bytes:
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
