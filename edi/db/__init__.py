@@ -6,7 +6,9 @@ by URL (psycopg 3 driver). The same models and queries run on both.
 
 from __future__ import annotations
 
-from sqlalchemy import event
+from pathlib import Path
+
+from sqlalchemy import event, make_url
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -29,6 +31,9 @@ def engine_for(url: str) -> Engine:
     if url in _engines:
         return _engines[url]
     if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
         eng = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
 
         @event.listens_for(eng, "connect")

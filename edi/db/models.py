@@ -44,6 +44,7 @@ class Flow(SQLModel, table=True):
     size: int = 0
     sha256: str = ""
     archive_path: str = ""
+    work_path: str = Field(default="", index=True)  # claimed copy under spool/work until it is moved into the archive
     source: str = "spool"  # spool | sftp | cli
     state: str = Field(default=RECEIVED, index=True)
     error_code: str | None = None  # the IRR_* code when irrecevable
@@ -152,3 +153,43 @@ class Report(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     written_at: datetime | None = None
     retrieved_at: datetime | None = None
+
+
+# --- SFTP accounts and report pickup (issue 4) -------------------------------------------
+
+
+class PartnerKey(SQLModel, table=True):
+    """One public key allowed to log in as a partner (an OpenSSH `authorized_keys` line)."""
+
+    __table_args__ = (UniqueConstraint("app", "fingerprint"),)
+    id: int | None = Field(default=None, primary_key=True)
+    app: str = Field(foreign_key="partner.app", index=True, max_length=8)
+    key_type: str  # ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256, ...
+    key_b64: str  # the base64 key blob, as in authorized_keys
+    comment: str = ""
+    fingerprint: str  # SHA256:... as OpenSSH prints it
+    added_at: datetime = Field(default_factory=utcnow)
+
+
+class ReportDownload(SQLModel, table=True):
+    """A file of a partner's out/ read over SFTP: by which session, how much, when."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    app: str = Field(index=True)
+    filename: str = Field(index=True)
+    session: str  # SFTP session id (also in the log lines)
+    address: str = ""
+    bytes: int = 0
+    complete: bool = False  # the whole file was read
+    at: datetime = Field(default_factory=utcnow)
+
+
+class ReportPurge(SQLModel, table=True):
+    """A file removed from a partner's out/ because it outlived the retention."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    app: str = Field(index=True)
+    filename: str = Field(index=True)
+    size: int = 0
+    modified_at: datetime | None = None
+    purged_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,166 @@
+"""`edi partners ...`: manage the operators' accounts (command names are a contract, issue 4).
+
+    edi partners add APP --name NAME --key FILE [--interface CODE]...
+    edi partners list [--json]
+    edi partners disable APP
+    edi partners enable APP
+    edi partners key add APP FILE
+    edi partners key remove APP FILE
+    edi partners password APP [--clear]
+
+The main CLI stores the loaded `Config` in `ctx.obj`; run alone, this app loads the default
+configuration. Every command first loads the `[[partners]]` of the configuration into the
+database, so the list is right even before `edi serve` has run once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edi import config as config_mod
+from edi import partners
+from edi.ingest import sftp
+
+app = typer.Typer(help="Partenaires (opérateurs) : comptes SFTP, clés, interfaces.", no_args_is_help=True)
+key_app = typer.Typer(help="Clés publiques d'un partenaire.", no_args_is_help=True)
+app.add_typer(key_app, name="key")
+
+
+def _cfg(ctx: typer.Context) -> config_mod.Config:
+    root = ctx.find_root()
+    if not isinstance(root.obj, config_mod.Config):
+        root.obj = config_mod.load()
+    return root.obj
+
+
+@app.callback()
+def _main(ctx: typer.Context) -> None:
+    cfg = _cfg(ctx)
+    ctx.obj = cfg
+    partners.load_from_config(cfg)
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"erreur : {exc}", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command("add")
+def add_cmd(
+    ctx: typer.Context,
+    app_code: str = typer.Argument(..., metavar="APP", help="Code application (3 à 8 majuscules/chiffres)."),
+    name: str = typer.Option(..., "--name", help="Nom du partenaire."),
+    key: Path = typer.Option(..., "--key", exists=True, dir_okay=False, help="Fichier de clé publique OpenSSH."),
+    interface: list[str] = typer.Option(None, "--interface", help="Code interface autorisé (répétable ; "
+                                        "aucun = toutes)."),
+) -> None:
+    """Enregistrer un partenaire et sa clé publique."""
+    cfg = _cfg(ctx)
+    try:
+        info = partners.add(cfg.database_url, app_code, name, key, interface or ())
+    except partners.PartnerError as exc:
+        _fail(exc)
+    typer.echo(f"partenaire {info.app} enregistré ({len(info.keys)} clé(s), interfaces : "
+               f"{', '.join(info.interfaces) or 'toutes'})")
+
+
+@app.command("list")
+def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Sortie JSON.")) -> None:
+    """Lister les partenaires, leurs clés, et l'empreinte de la clé d'hôte SFTP."""
+    cfg = _cfg(ctx)
+    items = partners.list_partners(cfg.database_url)
+    fingerprint = sftp.host_key_fingerprint(cfg)
+    if as_json:
+        typer.echo(json.dumps({
+            "sftp_host_key": fingerprint,
+            "partners": [
+                {
+                    "app": p.app, "name": p.name, "interfaces": list(p.interfaces) or list(partners.INTERFACES),
+                    "enabled": p.enabled, "password": p.has_password,
+                    "keys": [{"type": k.key_type, "fingerprint": k.fingerprint, "comment": k.comment} for k in p.keys],
+                    "created_at": p.created_at.isoformat(),
+                }
+                for p in items
+            ],
+        }, ensure_ascii=False, indent=2))
+        return
+    table = Table(title="Partenaires")
+    for col in ("APP", "Nom", "Interfaces", "Actif", "Mot de passe", "Clés"):
+        table.add_column(col)
+    for p in items:
+        table.add_row(
+            p.app, p.name, ", ".join(p.interfaces) or "toutes", "oui" if p.enabled else "non",
+            "oui" if p.has_password else "non",
+            "\n".join(f"{k.key_type} {k.fingerprint} {k.comment}".strip() for k in p.keys) or "-",
+        )
+    console = Console()
+    console.print(table)
+    console.print(f"Clé d'hôte SFTP : {fingerprint}")
+
+
+@app.command("disable")
+def disable_cmd(ctx: typer.Context, app_code: str = typer.Argument(..., metavar="APP")) -> None:
+    """Désactiver un partenaire : toute nouvelle connexion est refusée."""
+    try:
+        partners.disable(_cfg(ctx).database_url, app_code)
+    except partners.PartnerError as exc:
+        _fail(exc)
+    typer.echo(f"partenaire {app_code} désactivé")
+
+
+@app.command("enable")
+def enable_cmd(ctx: typer.Context, app_code: str = typer.Argument(..., metavar="APP")) -> None:
+    """Réactiver un partenaire."""
+    try:
+        partners.enable(_cfg(ctx).database_url, app_code)
+    except partners.PartnerError as exc:
+        _fail(exc)
+    typer.echo(f"partenaire {app_code} activé")
+
+
+@app.command("password")
+def password_cmd(
+    ctx: typer.Context,
+    app_code: str = typer.Argument(..., metavar="APP"),
+    clear: bool = typer.Option(False, "--clear", help="Supprimer le mot de passe."),
+) -> None:
+    """Définir (saisie masquée) ou supprimer le mot de passe SFTP, conservé haché (scrypt)."""
+    password = None if clear else typer.prompt("Mot de passe", hide_input=True, confirmation_prompt=True)
+    try:
+        partners.set_password(_cfg(ctx).database_url, app_code, password)
+    except partners.PartnerError as exc:
+        _fail(exc)
+    typer.echo(f"mot de passe de {app_code} {'supprimé' if clear else 'enregistré'}")
+
+
+@key_app.command("add")
+def key_add_cmd(
+    ctx: typer.Context,
+    app_code: str = typer.Argument(..., metavar="APP"),
+    key_file: Path = typer.Argument(..., metavar="FILE", exists=True, dir_okay=False),
+) -> None:
+    """Autoriser la ou les clés publiques d'un fichier."""
+    try:
+        added = partners.add_key(_cfg(ctx).database_url, app_code, key_file)
+    except partners.PartnerError as exc:
+        _fail(exc)
+    typer.echo(f"{added} clé(s) ajoutée(s) à {app_code}")
+
+
+@key_app.command("remove")
+def key_remove_cmd(
+    ctx: typer.Context,
+    app_code: str = typer.Argument(..., metavar="APP"),
+    key_file: str = typer.Argument(..., metavar="FILE", help="Fichier de clé publique, ou empreinte SHA256:..."),
+) -> None:
+    """Retirer la ou les clés publiques d'un fichier (ou une empreinte SHA256:...)."""
+    try:
+        removed = partners.remove_key(_cfg(ctx).database_url, app_code, key_file)
+    except (partners.PartnerError, OSError) as exc:
+        _fail(exc)
+    typer.echo(f"{removed} clé(s) retirée(s) de {app_code}")

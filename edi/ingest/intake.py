@@ -1,0 +1,136 @@
+"""Intake: take a complete flow exactly once, archive it unmodified, record it.
+
+Order, so that a crash at any point loses nothing and takes nothing twice:
+1. claim: atomic rename from `in/` into `work/` (only one process can win the rename);
+   `edi ingest` on a file outside the spool copies it into `work/` instead (the user's file stays);
+2. hash the claimed file (SHA-256, streamed);
+3. record the Flow row (state RECU) with its planned archive path and its work path;
+4. move the file into `archive/YYYY/MM/DD/` (rename, read-only, directory fsynced).
+On restart, `recover()` finishes step 4 for rows whose archive is missing, and re-runs steps 2-4
+for files in `work/` that no row knows.
+
+Readiness in `in/` (watcher events are only hints): a file is taken when its name is not an
+upload in progress (see `edi.ingest.spool`) and its size and mtime are unchanged since the
+previous scan and older than `[intake] settle_seconds`; the SFTP server, which knows when an
+upload is complete, hands files over directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import select
+
+from edi import db, log
+from edi.db.models import RECEIVED, Flow, utcnow
+from edi.ingest.spool import Spool, fsync_dir, in_progress
+
+LOG = log.get("edi.intake")
+_SEP = "__"
+
+
+class Readiness:
+    """Remembers what each scan saw, to tell a finished file from one still being written."""
+
+    def __init__(self, settle_seconds: float):
+        self.settle = settle_seconds
+        self._seen: dict[Path, tuple[int, int]] = {}
+
+    def ready(self, path: Path, now: float | None = None) -> bool:
+        if in_progress(path.name):
+            return False
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self._seen.pop(path, None)
+            return False
+        if not path.is_file() or path.is_symlink():
+            return False
+        now = time.time() if now is None else now
+        signature = (st.st_size, st.st_mtime_ns)
+        previous = self._seen.get(path)
+        self._seen[path] = signature
+        if self.settle <= 0:
+            return True
+        return previous == signature and now - st.st_mtime >= self.settle
+
+    def forget(self, path: Path) -> None:
+        self._seen.pop(path, None)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def claim(spool: Spool, source: Path, app: str, *, move: bool) -> Path | None:
+    """Move (or copy) `source` into work/. Returns None when another process claimed it first."""
+    spool.work.mkdir(parents=True, exist_ok=True)
+    target = spool.work / f"{app}{_SEP}{uuid.uuid4().hex[:12]}{_SEP}{source.name}"
+    if move:
+        try:
+            os.rename(source, target)
+        except FileNotFoundError:
+            return None
+    else:
+        tmp = target.with_name("." + target.name + ".tmp")
+        shutil.copyfile(source, tmp)
+        os.rename(tmp, target)
+    return target
+
+
+def record(url: str, spool: Spool, work_file: Path, *, source: str) -> Flow:
+    """Steps 2-4 for a claimed file: hash, Flow row, archive."""
+    app, _token, filename = work_file.name.split(_SEP, 2)
+    now = utcnow()
+    archive = spool.archive_dir(now) / work_file.name
+    flow = Flow(
+        app=app, filename=filename, size=work_file.stat().st_size, sha256=sha256_of(work_file),
+        archive_path=str(archive), work_path=str(work_file), source=source, state=RECEIVED, received_at=now,
+    )
+    with db.session(url) as s:
+        s.add(flow)
+        s.commit()
+        s.refresh(flow)
+    _archive(work_file, archive)
+    LOG.info("flow_received", flow=flow.id, app=app, file=filename, bytes=flow.size, sha256=flow.sha256,
+             archive=str(archive), source=source)
+    return flow
+
+
+def _archive(work_file: Path, archive: Path) -> None:
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(work_file, archive)
+    os.chmod(archive, 0o444)
+    fsync_dir(archive.parent)
+
+
+def take(url: str, spool: Spool, source: Path, app: str, *, move: bool, origin: str) -> Flow | None:
+    work_file = claim(spool, source, app, move=move)
+    return record(url, spool, work_file, source=origin) if work_file else None
+
+
+def recover(url: str, spool: Spool) -> int:
+    """Finish the intake of files left in work/ by a crash. Returns how many were resumed."""
+    if not spool.work.is_dir():
+        return 0
+    resumed = 0
+    for work_file in sorted(spool.work.iterdir()):
+        if not work_file.is_file() or work_file.name.startswith(".") or work_file.name.count(_SEP) < 2:
+            continue
+        with db.session(url) as s:
+            row = s.execute(select(Flow).where(Flow.work_path == str(work_file))).scalars().first()
+        if row is None:
+            record(url, spool, work_file, source="recovered")
+        elif not Path(row.archive_path).exists():
+            _archive(work_file, Path(row.archive_path))
+        resumed += 1
+    return resumed

@@ -1,0 +1,324 @@
+"""One pass over one recorded flow: checks, split, invoice checks, routing, outcome, reports.
+
+Stages talk in plain data (`InvoiceResult`); the database is written once, at the end, in one
+transaction holding the invoices, findings, status events, reports and the flow's final state.
+Until that commit nothing of the flow is visible, so a crash anywhere before it is replayed from
+the archived original by the next worker (`resumable`), and files written before it (staged
+invoices, recipient deliveries) have deterministic names and bytes. A flow is held by one
+worker at a time through a lease on its row (`owner`, `lease_until`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from dataclasses import dataclass, field
+from datetime import timedelta, timezone
+from pathlib import Path
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from edi import db, log
+from edi.config import Config
+from edi.db.models import (
+    IN_PROGRESS, INTEGRATED, PARTIAL, RECEIVED, REJECTED, TERMINAL_STATES,
+    Finding as FindingRow, Flow, Invoice, Partner, Report, StatusEvent, utcnow,
+)
+from edi.ingest.spool import Spool
+from edi.ingest.split import Envelope, Limits, read_flow
+from edi.invoice import InvoiceData, extract
+from edi.reports import statut
+from edi.reports.outbox import unique_filename
+from edi.route import delivery
+from edi.route.directory import Directory
+from edi.validate import checks, flowchecks
+from edi.validate.finding import Finding
+from edi.validate.flowchecks import FlowRejected
+
+LOG = log.get("edi.pipeline")
+PLATFORM_APP = "EDI"  # Emetteur/Id of the reports the platform sends
+DEPOSITED, AVAILABLE = "01", "03"
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class InvoiceResult:
+    seq: int
+    data: InvoiceData
+    findings: list[Finding]
+    deposit: str | None = None
+    certificate: str = ""
+    size: int = 0
+    staged: delivery.Staged | None = None
+    path: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.deposit is not None
+
+
+@dataclass
+class Outcome:
+    flow_findings: list[Finding] = field(default_factory=list)
+    invoices: list[InvoiceResult] = field(default_factory=list)
+    interface: str = ""
+    flow_ref: str = ""
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for r in self.invoices if r.accepted)
+
+    @property
+    def state(self) -> str:
+        if self.flow_findings or not self.accepted:
+            return REJECTED
+        return INTEGRATED if self.accepted == len(self.invoices) else PARTIAL
+
+
+# ------------------------------------------------------------------ lease
+
+
+def _owner_dead(owner: str | None) -> bool:
+    if not owner or ":" not in owner:
+        return True
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def resumable(url: str) -> list[int]:
+    """Flows to (re)process: received, or in progress under a lease that expired or whose
+    worker on this host is gone (kill -9)."""
+    now = utcnow()
+    with db.session(url) as s:
+        rows = s.execute(
+            select(Flow.id, Flow.state, Flow.owner, Flow.lease_until)
+            .where(Flow.state.in_((RECEIVED, IN_PROGRESS)))
+            .order_by(Flow.id)
+        ).all()
+    out = []
+    for flow_id, state, owner, lease_until in rows:
+        if state == RECEIVED or lease_until is None or _aware(lease_until) < now or _owner_dead(owner):
+            out.append(flow_id)
+    return out
+
+
+def _aware(moment):
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def acquire(url: str, flow_id: int, lease_seconds: float) -> bool:
+    """Take the flow's lease; False when another live worker holds it or it is finished."""
+    now = utcnow()
+    me = owner_id()
+    with db.session(url) as s:
+        row = s.execute(select(Flow.state, Flow.owner, Flow.lease_until).where(Flow.id == flow_id)).first()
+        if row is None or row.state in TERMINAL_STATES:
+            return False
+        free = row.state == RECEIVED or row.lease_until is None or _aware(row.lease_until) < now or (
+            row.owner != me and _owner_dead(row.owner)
+        ) or row.owner == me
+        if not free:
+            return False
+        result = s.execute(
+            update(Flow)
+            .where(Flow.id == flow_id, Flow.state == row.state,
+                   Flow.owner.is_(None) if row.owner is None else Flow.owner == row.owner)
+            .values(state=IN_PROGRESS, owner=me, lease_until=now + timedelta(seconds=lease_seconds))
+        )
+        s.commit()
+        return result.rowcount == 1
+
+
+# ------------------------------------------------------------------ processing
+
+
+def process(cfg: Config, flow_id: int) -> Flow | None:
+    """Process one recorded flow to its final state and queue its reports. None if not ours."""
+    url = cfg.database_url
+    spool = Spool(cfg.spool_root)
+    if not acquire(url, flow_id, float(cfg.data["intake"]["lease_seconds"])):
+        return None
+    with db.session(url) as s:
+        flow = s.get(Flow, flow_id)
+    shutil.rmtree(spool.staging(flow_id), ignore_errors=True)
+    outcome = Outcome()
+    log_ = LOG.bind(flow=flow_id, app=flow.app, file=flow.filename)
+    log_.info("flow_processing")
+    try:
+        _run(cfg, spool, flow, outcome)
+    except FlowRejected as rejected:
+        outcome.flow_findings.append(rejected.finding)
+        for result in outcome.invoices:
+            result.deposit = None
+        log_.warning("flow_irrecevable", code=rejected.finding.code, detail=rejected.finding.message)
+    else:
+        for result in outcome.invoices:
+            if result.accepted:
+                result.path = str(delivery.deliver(spool, result.staged, result.data.recipient_siret,
+                                                   result.data.code_service))
+    flow = _commit(url, flow, outcome)
+    shutil.rmtree(spool.staging(flow_id), ignore_errors=True)
+    log_.info("flow_done", state=flow.state, invoices=flow.invoice_count, accepted=flow.accepted_count)
+    return flow
+
+
+def _run(cfg: Config, spool: Spool, flow: Flow, outcome: Outcome) -> None:
+    name = flowchecks.parse_name(flow.filename)
+    outcome.interface, outcome.flow_ref = name.interface, name.flow_ref
+    with db.session(cfg.database_url) as s:
+        partner = s.get(Partner, name.app)
+    flowchecks.check_sender(name, flow.app, partner)
+    _reserve_flow_id(cfg.database_url, flow, name.app, name.flow_ref)
+    flowchecks.check_size(flow.size, cfg.max_flow_bytes)
+    limits = Limits(cfg.max_flow_bytes, int(cfg.data["limits"]["max_file_bytes"]))
+    directory = Directory(cfg.database_url)
+    patterns = cfg.ej_patterns
+    for piece in read_flow(Path(flow.archive_path), name, limits, Envelope()):
+        data = extract(piece.element)
+        result = InvoiceResult(piece.seq, data, checks.check_invoice(piece.element, data, directory, patterns),
+                               size=len(piece.raw))
+        if not any(f.fatal for f in result.findings):
+            result.deposit = delivery.deposit_number(flow.id, piece.seq)
+            result.certificate = delivery.certificate(piece.raw)
+            result.staged = delivery.stage(spool, flow.id, piece.seq, result.deposit, piece.raw, piece.element)
+        outcome.invoices.append(result)
+
+
+def _reserve_flow_id(url: str, flow: Flow, app: str, flow_ref: str) -> None:
+    key = f"{app}/{flow_ref}"
+    if flow.flow_key == key:
+        return
+    try:
+        with db.session(url) as s:
+            s.execute(update(Flow).where(Flow.id == flow.id).values(flow_key=key))
+            s.commit()
+    except IntegrityError:
+        raise FlowRejected("IRR_UNCITE", location="nom du fichier", value=flow_ref) from None
+    flow.flow_key = key
+
+
+def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
+    now = utcnow()
+    rejected = len(outcome.invoices) - outcome.accepted
+    with db.session(url) as s:
+        values = dict(
+            interface=outcome.interface, flow_ref=outcome.flow_ref, state=outcome.state,
+            error_code=outcome.flow_findings[0].code if outcome.flow_findings else None,
+            invoice_count=len(outcome.invoices), accepted_count=outcome.accepted,
+            owner=None, lease_until=None, finished_at=now,
+        )
+        if outcome.invoices:
+            s.execute(insert(Invoice), [_invoice_row(flow.id, r) for r in outcome.invoices])
+        ids = dict(s.execute(select(Invoice.seq, Invoice.id).where(Invoice.flow_id == flow.id)).all())
+        findings = list(outcome.flow_findings) + [f for r in outcome.invoices for f in r.findings]
+        rows = []
+        for n, f in enumerate(outcome.flow_findings, start=1):
+            rows.append(_finding_row(flow.id, None, n, f))
+        n = len(rows)
+        for r in outcome.invoices:
+            for f in r.findings:
+                n += 1
+                rows.append(_finding_row(flow.id, ids[r.seq], n, f))
+        if rows:
+            s.execute(insert(FindingRow), rows)
+        status = statut.FLOW_REJECTED if outcome.flow_findings else statut.flow_status(outcome.accepted, rejected)
+        report_name = _integration_name(flow, outcome)
+        s.add(Report(
+            flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
+            filename=unique_filename(s, report_name, flow.id),
+            content=statut.integration_report(
+                sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
+                report_flow_id=f"CSO{flow.id:022d}", flow_ref=outcome.flow_ref or flow.filename[:100],
+                status=status, produced_at=now, lines=[_error_line(f) for f in findings],
+            ),
+        ))
+        if outcome.accepted:
+            report = Report(
+                flow_id=flow.id, app=flow.app, kind="processing", created_at=now,
+                filename=statut.processing_report_name(flow.app, _processing_id(flow.id, 1)),
+                content=statut.processing_report(
+                    sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
+                    report_flow_id=_processing_id(flow.id, 1), produced_at=now,
+                    lines=(line for r in outcome.invoices if r.accepted for line in _status_lines(r, now)),
+                ),
+            )
+            s.add(report)
+            s.flush()
+            s.execute(insert(StatusEvent), [
+                dict(invoice_id=ids[r.seq], code=code, at=now, producer=PLATFORM_APP, report_id=report.id,
+                     comment=r.certificate if code == DEPOSITED else "")
+                for r in outcome.invoices if r.accepted for code in (DEPOSITED, AVAILABLE)
+            ])
+        s.execute(update(Flow).where(Flow.id == flow.id).values(**values))
+        s.commit()
+        return s.get(Flow, flow.id)
+
+
+def _report_app(app: str) -> str:
+    return app if 3 <= len(app) <= 8 else (app + "___")[:8]
+
+
+def _processing_id(flow_id: int, n: int) -> str:
+    return f"FEN{flow_id:010d}{n:012d}"
+
+
+def _integration_name(flow: Flow, outcome: Outcome) -> str:
+    """The design's name; a flow whose own name could not be read gets interface `FSO0000A`
+    and its internal id (25 digits) in place of the FLOWID."""
+    interface = outcome.interface or "FSO0000A"
+    flow_ref = outcome.flow_ref or f"{flow.id:025d}"
+    return statut.integration_report_name(interface, flow.app, flow_ref)
+
+
+def _error_line(f: Finding) -> statut.ErrorLine:
+    line = statut.ErrorLine.from_finding(f)
+    if not f.fatal:
+        line = statut.ErrorLine(line.reason, line.code, "Avertissement : " + line.message, line.description)
+    return line
+
+
+def _status_lines(r: InvoiceResult, at) -> list[statut.InvoiceStatusLine]:
+    d = r.data
+    id_type = d.supplier_id_type or ("1" if len(d.supplier_id) == 14 and d.supplier_id.isdigit() else "3")
+    country = d.supplier_country if len(d.supplier_country) == 2 and d.supplier_country.isalpha() else ""
+    return [
+        statut.InvoiceStatusLine(
+            supplier_id_type=id_type, supplier_id=d.supplier_id, supplier_name=d.supplier_name,
+            supplier_country=country, recipient_siret=d.recipient_siret, code_service=d.code_service,
+            status=code, complement=r.deposit, comment=r.certificate, at=at, invoice_number=d.number,
+            invoice_date=d.issue_date if len(d.issue_date) == 10 else "", producer=PLATFORM_APP,
+        )
+        for code in (DEPOSITED, AVAILABLE)
+    ]
+
+
+def _invoice_row(flow_id: int, r: InvoiceResult) -> dict:
+    d = r.data
+    return dict(
+        flow_id=flow_id, seq=r.seq, number=d.number[:200], doc_type=d.doc_type, syntax=d.syntax,
+        supplier_id=d.supplier_id, supplier_name=d.supplier_name, supplier_id_type=d.supplier_id_type,
+        recipient_siret=d.recipient_siret, code_service=d.code_service, ej=d.ej, issue_date=d.issue_date,
+        currency=d.currency, total_ht="" if d.total_ht is None else str(d.total_ht),
+        total_ttc="" if d.total_ttc is None else str(d.total_ttc), accepted=r.accepted,
+        deposit_no=r.deposit, certificate=r.certificate, status=AVAILABLE if r.accepted else "",
+        path=r.path, size=r.size,
+    )
+
+
+def _finding_row(flow_id: int, invoice_id: int | None, seq: int, f: Finding) -> dict:
+    return dict(flow_id=flow_id, invoice_id=invoice_id, seq=seq, code=f.code, reason=f.reason,
+                severity=f.severity, message=f.message, location=f.location, value=f.value[:500],
+                invoice_number=f.invoice_number)

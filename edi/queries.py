@@ -1,0 +1,105 @@
+"""Read-only views for the ops CLI: plain dicts, ready for `--json` (a contract for scripts).
+
+A flow's JSON holds its state, its report files and its invoices with number, deposit number,
+status and findings (code, reason, message, location).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import or_, select
+
+from edi import db
+from edi.db.models import Finding, Flow, Invoice, Report, StatusEvent
+from edi.reports.statut import LIFECYCLE_LABELS
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _flow_dict(f: Flow) -> dict:
+    return dict(
+        id=f.id, flow_ref=f.flow_ref, app=f.app, interface=f.interface, filename=f.filename, size=f.size,
+        sha256=f.sha256, state=f.state, error_code=f.error_code, invoice_count=f.invoice_count,
+        accepted_count=f.accepted_count, received_at=_iso(f.received_at), finished_at=_iso(f.finished_at),
+        archive_path=f.archive_path, source=f.source,
+    )
+
+
+def _finding_dict(f: Finding) -> dict:
+    return dict(code=f.code, reason=f.reason, severity=f.severity, message=f.message, location=f.location,
+                value=f.value, invoice_number=f.invoice_number)
+
+
+def list_flows(url: str, *, partner=None, state=None, since=None, limit: int = 100) -> list[dict]:
+    query = select(Flow).order_by(Flow.id.desc()).limit(limit)
+    if partner:
+        query = query.where(Flow.app == partner)
+    if state:
+        query = query.where(Flow.state == state)
+    if since:
+        query = query.where(Flow.received_at >= since)
+    with db.session(url) as s:
+        return [_flow_dict(f) for f in s.execute(query).scalars()]
+
+
+def find_flow(s, ref: str) -> Flow | None:
+    """REF is the FLOWID (the latest flow with it) or the internal id."""
+    conditions = [Flow.flow_ref == ref]
+    if ref.isdigit() and len(ref) < 19:
+        conditions.append(Flow.id == int(ref))
+    return s.execute(select(Flow).where(or_(*conditions)).order_by(Flow.id.desc())).scalars().first()
+
+
+def flow_detail(url: str, ref: str) -> dict | None:
+    with db.session(url) as s:
+        flow = find_flow(s, ref)
+        if flow is None:
+            return None
+        out = _flow_dict(flow)
+        reports = s.execute(select(Report).where(Report.flow_id == flow.id).order_by(Report.id)).scalars().all()
+        out["reports"] = [dict(kind=r.kind, filename=r.filename, created_at=_iso(r.created_at),
+                               written_at=_iso(r.written_at), retrieved_at=_iso(r.retrieved_at)) for r in reports]
+        findings = s.execute(select(Finding).where(Finding.flow_id == flow.id).order_by(Finding.seq)).scalars().all()
+        by_invoice: dict[int | None, list[dict]] = {}
+        for f in findings:
+            by_invoice.setdefault(f.invoice_id, []).append(_finding_dict(f))
+        out["findings"] = by_invoice.get(None, [])
+        invoices = s.execute(select(Invoice).where(Invoice.flow_id == flow.id).order_by(Invoice.seq)).scalars()
+        out["invoices"] = [
+            dict(seq=i.seq, number=i.number, deposit_no=i.deposit_no, status=i.status, accepted=i.accepted,
+                 recipient_siret=i.recipient_siret, code_service=i.code_service,
+                 findings=by_invoice.get(i.id, []))
+            for i in invoices
+        ]
+        return out
+
+
+def report_contents(url: str, flow_id: int) -> list[dict]:
+    with db.session(url) as s:
+        rows = s.execute(select(Report.filename, Report.content).where(Report.flow_id == flow_id)
+                         .order_by(Report.id)).all()
+    return [dict(filename=name, content=content) for name, content in rows]
+
+
+def invoice_detail(url: str, deposit_no: str) -> dict | None:
+    with db.session(url) as s:
+        inv = s.execute(select(Invoice).where(Invoice.deposit_no == deposit_no)).scalars().first()
+        if inv is None:
+            return None
+        flow = s.get(Flow, inv.flow_id)
+        events = s.execute(select(StatusEvent).where(StatusEvent.invoice_id == inv.id)
+                           .order_by(StatusEvent.at, StatusEvent.id)).scalars().all()
+        findings = s.execute(select(Finding).where(Finding.invoice_id == inv.id).order_by(Finding.seq)).scalars().all()
+        return dict(
+            number=inv.number, deposit_no=inv.deposit_no, status=inv.status, accepted=inv.accepted,
+            flow=flow.flow_ref or str(flow.id), flow_id=flow.id, syntax=inv.syntax, doc_type=inv.doc_type,
+            supplier_id=inv.supplier_id, supplier_name=inv.supplier_name, recipient_siret=inv.recipient_siret,
+            code_service=inv.code_service, ej=inv.ej, issue_date=inv.issue_date, currency=inv.currency,
+            total_ht=inv.total_ht, total_ttc=inv.total_ttc, certificate=inv.certificate, path=inv.path,
+            events=[dict(code=e.code, label=LIFECYCLE_LABELS.get(e.code, ""), at=_iso(e.at), producer=e.producer,
+                         reason=e.reason, comment=e.comment) for e in events],
+            findings=[_finding_dict(f) for f in findings],
+        )

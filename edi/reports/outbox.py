@@ -1,0 +1,46 @@
+"""Reports for partners: built when a flow ends (stored in the Report table, in the same
+transaction as the flow's outcome), then written to `partners/<APP>/out/`.
+
+The table is an outbox: a crash between the commit and the file write is finished by the next
+`deliver_pending`, and a file already present is never rewritten, so no report goes out twice.
+A report for an application code no partner has stays in the database (`edi flows show`).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from edi import db, log
+from edi.db.models import Partner, Report, utcnow
+from edi.ingest.spool import Spool, write_new
+
+LOG = log.get("edi.reports")
+
+
+def unique_filename(session, filename: str, flow_id: int) -> str:
+    """The design's name, or — when a flow reuses an id already reported (IRR_UNCITE) — the same
+    name with `_<internal flow id>` before `.xml`, since partner files are never overwritten."""
+    taken = session.execute(select(Report.id).where(Report.filename == filename)).first()
+    return f"{filename[:-4]}_{flow_id}.xml" if taken else filename
+
+
+def deliver_pending(url: str, spool: Spool, flow_id: int | None = None) -> int:
+    """Write every report not yet written (of one flow, or all). Returns how many were written."""
+    written = 0
+    with db.session(url) as s:
+        query = select(Report.id, Report.app, Report.filename).where(Report.written_at.is_(None))
+        if flow_id is not None:
+            query = query.where(Report.flow_id == flow_id)
+        pending = s.execute(query.order_by(Report.id)).all()
+        known = {app for (app,) in s.execute(select(Partner.app))}
+    for report_id, app, filename in pending:
+        if app not in known:
+            continue
+        with db.session(url) as s:
+            content = s.execute(select(Report.content).where(Report.id == report_id)).scalar_one()
+            created = write_new(spool.outbox(app) / filename, content)
+            s.execute(update(Report).where(Report.id == report_id).values(written_at=utcnow()))
+            s.commit()
+        LOG.info("report_written" if created else "report_already_present", app=app, file=filename)
+        written += created
+    return written

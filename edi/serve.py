@@ -1,0 +1,116 @@
+"""`edi serve`: the long-running service — spool watcher, worker loop(s), SFTP server.
+
+Start-up resumes whatever a crash left: claimed files in work/, flows received or in progress
+(their worker is gone), reports not yet written. The watchdog observer only wakes the loop
+early; a periodic scan (`[intake] poll_seconds`) is the source of truth, so a missed event
+delays a flow by one period at most. SIGTERM/SIGINT stop the loop after the flow in hand;
+a flow interrupted by anything harsher is replayed from its archived original on next start.
+`[workers] processes` > 1 starts that many worker processes running the same loop.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
+
+from edi import config as config_mod
+from edi import db, log
+from edi.config import Config
+from edi.ingest import intake
+from edi.worker import prepare, run_once
+
+LOG = log.get("edi.serve")
+
+
+class _Wake(FileSystemEventHandler):
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def on_any_event(self, event):  # a hint only: the scan decides
+        if not event.is_directory:
+            self.event.set()
+
+
+def _loop(cfg: Config, stop: threading.Event, wake: threading.Event, immediate: set | None = None) -> None:
+    spool = prepare(cfg)
+    readiness = intake.Readiness(float(cfg.data["intake"]["settle_seconds"]))
+    intake.recover(cfg.database_url, spool)
+    poll = float(cfg.data["intake"]["poll_seconds"])
+    while not stop.is_set():
+        wake.clear()
+        try:
+            run_once(cfg, spool, readiness, stop.is_set)
+        except Exception:  # the service must outlive any one bad round; the flow is replayed
+            LOG.exception("worker_round_failed")
+            stop.wait(poll)
+        wake.wait(poll)
+
+
+def _worker_process(config_path, stop_event) -> None:
+    cfg = config_mod.load(config_path)
+    log.configure(cfg.data["logging"]["format"], cfg.data["logging"]["level"])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (stop_event.wait(), stop.set()), daemon=True).start()
+    _loop(cfg, stop, threading.Event())
+
+
+def serve(cfg: Config) -> None:
+    stop = threading.Event()
+    wake = threading.Event()
+
+    def _stop(signum, _frame):
+        LOG.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+        wake.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    spool = prepare(cfg)
+    observer = Observer()
+    observer.schedule(_Wake(wake), str(spool.root / "partners"), recursive=True)
+    observer.start()
+    sftp = _start_sftp(cfg, wake)
+    extra = []
+    mp_stop = None
+    processes = int(cfg.data["workers"].get("processes", 1))
+    if processes > 1:
+        ctx = multiprocessing.get_context("spawn")
+        mp_stop = ctx.Event()
+        for _ in range(processes - 1):
+            proc = ctx.Process(target=_worker_process, args=(str(cfg.path) if cfg.path else None, mp_stop))
+            proc.start()
+            extra.append(proc)
+    LOG.info("serving", spool=str(spool.root), database=cfg.database_url.split("@")[-1], workers=processes,
+             sftp=f"{sftp.host}:{sftp.port}" if sftp else None,
+             host_key=getattr(sftp, "fingerprint", None))
+    try:
+        _loop(cfg, stop, wake)
+    finally:
+        observer.stop()
+        if sftp:
+            sftp.stop()
+        if mp_stop is not None:
+            mp_stop.set()
+        for proc in extra:
+            proc.join(timeout=30)
+        observer.join(timeout=5)
+        db.dispose_all()
+        LOG.info("stopped")
+
+
+def _start_sftp(cfg: Config, wake: threading.Event):
+    """Start the SFTP server when `[sftp] enabled` (default true) and the module is present."""
+    if not (cfg.data.get("sftp") or {}).get("enabled", True):
+        return None
+    try:
+        from edi.ingest.sftp import SftpService
+    except ImportError:
+        return None
+    service = SftpService(cfg, on_upload=lambda app, path: wake.set())
+    service.start()
+    return service

@@ -1,0 +1,89 @@
+"""What a worker does: take ready flows from the inboxes, process recorded flows, send reports.
+
+Used by `edi serve` (in a loop, woken by the watcher) and by `edi ingest` (once, for the given
+paths). Several workers — processes on one machine or several sharing the database and the
+spool — can run this at once: the claim rename and the flow lease make each flow processed once.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from edi import db, log
+from edi.config import Config
+from edi.db.models import Flow
+from edi.ingest import intake
+from edi.ingest.spool import Spool
+from edi.pipeline import process, resumable
+from edi.reports.outbox import deliver_pending
+
+LOG = log.get("edi.worker")
+_APP_IN_NAME = re.compile(r"^[A-Z0-9]{8}_([A-Z0-9]{3,8})_")
+
+
+def prepare(cfg: Config) -> Spool:
+    """Create or upgrade the schema, load the configured partners, make their folders."""
+    from edi import partners
+
+    db.engine_for(cfg.database_url)
+    spool = Spool(cfg.spool_root)
+    apps = partners.load_from_config(cfg)
+    known = [p.app for p in partners.list_partners(cfg.database_url)]
+    spool.ensure(sorted(set(apps) | set(known)))
+    return spool
+
+
+def inbox_app(spool: Spool, path: Path) -> str | None:
+    """The partner whose `in/` folder holds `path`, if it is in one."""
+    try:
+        rel = path.resolve().relative_to((spool.root / "partners").resolve())
+    except ValueError:
+        return None
+    return rel.parts[0] if len(rel.parts) == 3 and rel.parts[1] == "in" else None
+
+
+def ingest_paths(cfg: Config, paths: list[Path], partner: str | None = None) -> list[Flow]:
+    """`edi ingest`: take each path now (no settle delay), process it, write its reports."""
+    spool = prepare(cfg)
+    flows = []
+    for path in paths:
+        in_box = inbox_app(spool, path)
+        match = _APP_IN_NAME.match(path.name)
+        app = partner or in_box or (match.group(1) if match else "INCONNU")
+        flow = intake.take(cfg.database_url, spool, path, app, move=in_box is not None, origin="cli")
+        if flow is None:
+            continue
+        done = process(cfg, flow.id)
+        deliver_pending(cfg.database_url, spool, flow.id)
+        flows.append(done or flow)
+    return flows
+
+
+def scan_inboxes(cfg: Config, spool: Spool, readiness: intake.Readiness) -> list[int]:
+    """Claim and record every ready file of every partner inbox; returns the new flow ids."""
+    taken = []
+    for app in spool.partner_apps():
+        inbox = spool.inbox(app)
+        if not inbox.is_dir():
+            continue
+        for path in sorted(inbox.iterdir()):
+            if readiness.ready(path):
+                readiness.forget(path)
+                flow = intake.take(cfg.database_url, spool, path, app, move=True, origin="spool")
+                if flow is not None:
+                    taken.append(flow.id)
+    return taken
+
+
+def run_once(cfg: Config, spool: Spool, readiness: intake.Readiness, should_stop=lambda: False) -> int:
+    """One round: intake, processing of every flow waiting, report delivery. Returns flows done."""
+    scan_inboxes(cfg, spool, readiness)
+    done = 0
+    for flow_id in resumable(cfg.database_url):
+        if should_stop():
+            break
+        if process(cfg, flow_id) is not None:
+            done += 1
+    deliver_pending(cfg.database_url, spool)
+    return done
