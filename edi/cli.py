@@ -74,11 +74,11 @@ def config_show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
         return
     for section, values in data.items():
         if isinstance(values, dict):
-            console.print(f"[bold][{section}][/bold]")
+            console.print(f"[{section}]", style="bold", markup=False)
             for key, value in values.items():
-                console.print(f"  {key} = {value!r}", highlight=False)
+                console.print(f"  {key} = {value!r}", highlight=False, markup=False)
         else:
-            console.print(f"[bold]{section}[/bold] = {values!r}", highlight=False)
+            console.print(f"{section} = {values!r}", highlight=False, markup=False)
 
 
 @app.command("init")

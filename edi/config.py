@@ -23,12 +23,14 @@ DEFAULTS: dict = {
     "limits": {
         "max_flow_bytes": 1_073_741_824,  # 1 GB, the Chorus Pro EDI flow limit (reference §1.5)
         "max_file_bytes": 125_829_120,  # 120 MB per file inside a tar.gz (reference §1.5)
-        "max_invoices": 100_000,
-        "max_xml_depth": 64,
     },
     "directory": {"ej_patterns": {}},
     "intake": {"settle_seconds": 2.0, "poll_seconds": 1.0, "lease_seconds": 60},
     "workers": {"processes": 1},
+    # invoice checks: pool size (0 = number of cores) and whether the EN 16931 schematron runs
+    "validation": {"processes": 0, "schematron": True},
+    # interfaces on which the French reform rules (BR-FR, Flux 2) also run; per-rule severity
+    "rules": {"french": [], "severity": {}},
     "logging": {"format": "auto", "level": "info"},
     "partners": [],
 }

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 
@@ -134,6 +134,17 @@ class InvoiceData:
     def location(self, name: str) -> str:
         """Where to find `name` in this syntax; the field name itself when it has no path."""
         return self.locations.get(name, name)
+
+    def __reduce__(self):
+        """Picklable (the validation pool sends it between processes): a mappingproxy is not."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values["locations"] = dict(self.locations)
+        return (_restore_invoice, (values,))
+
+
+def _restore_invoice(values: dict) -> InvoiceData:
+    values["locations"] = MappingProxyType(values["locations"])
+    return InvoiceData(**values)
 
 
 # --------------------------------------------------------------------------- values

@@ -351,10 +351,9 @@ def purge_reports(cfg, now: datetime | None = None) -> list[Path]:
                 log.info("purge", partner=partner_dir.name, action="purge", file=entry.name,
                          bytes=st.st_size, modified_at=modified.isoformat())
     if purged:
-        at = now.astimezone(timezone.utc).replace(tzinfo=None)
+        at = now.astimezone(timezone.utc)
         with db.session(cfg.database_url) as s:
             for app, path, size, modified in purged:
-                s.add(ReportPurge(app=app, filename=path.name, size=size,
-                                  modified_at=modified.replace(tzinfo=None), purged_at=at))
+                s.add(ReportPurge(app=app, filename=path.name, size=size, modified_at=modified, purged_at=at))
             s.commit()
     return [p for _, p, _, _ in purged]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta, timezone
 from pathlib import Path
@@ -32,10 +33,9 @@ from edi.invoice import InvoiceData, extract
 from edi.reports import statut
 from edi.reports.outbox import unique_filename
 from edi.route import delivery
-from edi.route.directory import Directory
-from edi.validate import checks, flowchecks
+from edi.validate import checks, flowchecks, pool
 from edi.validate.finding import Finding
-from edi.validate.flowchecks import FlowRejected
+from edi.validate.flowchecks import INTERFACES as INTERFACE_SYNTAX, FlowRejected
 
 LOG = log.get("edi.pipeline")
 PLATFORM_APP = "EDI"  # Emetteur/Id of the reports the platform sends
@@ -68,6 +68,7 @@ class Outcome:
     invoices: list[InvoiceResult] = field(default_factory=list)
     interface: str = ""
     flow_ref: str = ""
+    rules: list[str] = field(default_factory=list)  # schema and rule-set versions that ran
 
     @property
     def accepted(self) -> int:
@@ -184,17 +185,38 @@ def _run(cfg: Config, spool: Spool, flow: Flow, outcome: Outcome) -> None:
     _reserve_flow_id(cfg.database_url, flow, name.app, name.flow_ref)
     flowchecks.check_size(flow.size, cfg.max_flow_bytes)
     limits = Limits(cfg.max_flow_bytes, int(cfg.data["limits"]["max_file_bytes"]))
-    directory = Directory(cfg.database_url)
-    patterns = cfg.ej_patterns
-    for piece in read_flow(Path(flow.archive_path), name, limits, Envelope()):
-        data = extract(piece.element)
-        result = InvoiceResult(piece.seq, data, checks.check_invoice(piece.element, data, directory, patterns),
-                               size=len(piece.raw))
-        if not any(f.fatal for f in result.findings):
-            result.deposit = delivery.deposit_number(flow.id, piece.seq)
-            result.certificate = delivery.certificate(piece.raw)
-            result.staged = delivery.stage(spool, flow.id, piece.seq, result.deposit, piece.raw, piece.element)
-        outcome.invoices.append(result)
+    context = checks.Context.for_flow(cfg, name.interface)
+    outcome.rules = pool.rule_versions(INTERFACE_SYNTAX[name.interface], context.settings)
+    pieces = read_flow(Path(flow.archive_path), name, limits, Envelope())
+    if name.interface == "FSO1110A":
+        # CPP: checked here, element in hand (attachments are staged from it)
+        for piece in pieces:
+            data = extract(piece.element)
+            found = pool.document_findings(piece.element, piece.raw, data, context.settings)
+            _decide(spool, flow, outcome, context, piece.seq, piece.raw, data, found, piece.element)
+        return
+    # UBL / CII: the schematron runs on the pool; results come back in flow order
+    raws: deque[bytes] = deque()
+
+    def feed():
+        for piece in pieces:
+            raws.append(piece.raw)
+            yield piece.raw
+
+    checker = pool.shared(int(cfg.data["validation"]["processes"]))
+    for seq, (data, found) in enumerate(checker.check(feed(), context.settings), start=1):
+        _decide(spool, flow, outcome, context, seq, raws.popleft(), data, found, None)
+
+
+def _decide(spool, flow, outcome, context, seq, raw, data, found, element) -> None:
+    """Business checks on a document-checked invoice, then accept (stage it) or reject it."""
+    findings = context.finish(data, found)
+    result = InvoiceResult(seq, data, findings, size=len(raw))
+    if not any(f.fatal for f in findings):
+        result.deposit = delivery.deposit_number(flow.id, seq)
+        result.certificate = delivery.certificate(raw)
+        result.staged = delivery.stage(spool, flow.id, seq, result.deposit, raw, element)
+    outcome.invoices.append(result)
 
 
 def _reserve_flow_id(url: str, flow: Flow, app: str, flow_ref: str) -> None:
@@ -243,6 +265,7 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
                 sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
                 report_flow_id=f"CSO{flow.id:022d}", flow_ref=outcome.flow_ref or flow.filename[:100],
                 status=status, produced_at=now, lines=[_error_line(f) for f in findings],
+                comment=("Règles : " + " ; ".join(outcome.rules)) if outcome.rules else "",
             ),
         ))
         if outcome.accepted:

@@ -11,6 +11,7 @@ a flow interrupted by anything harsher is replayed from its archived original on
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
 
@@ -55,7 +56,14 @@ def _worker_process(config_path, stop_event) -> None:
     log.configure(cfg.data["logging"]["format"], cfg.data["logging"]["level"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
-    threading.Thread(target=lambda: (stop_event.wait(), stop.set()), daemon=True).start()
+    parent = os.getppid()
+
+    def _watch():  # stop on the parent's request, or when the parent died (kill -9): no orphans
+        while not stop_event.wait(1.0) and os.getppid() == parent:
+            pass
+        stop.set()
+
+    threading.Thread(target=_watch, daemon=True).start()
     _loop(cfg, stop, threading.Event())
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from sqlalchemy import select
+
 from edi import db, log
 from edi.config import Config
 from edi.db.models import Flow
@@ -78,12 +80,24 @@ def scan_inboxes(cfg: Config, spool: Spool, readiness: intake.Readiness) -> list
 
 def run_once(cfg: Config, spool: Spool, readiness: intake.Readiness, should_stop=lambda: False) -> int:
     """One round: intake, processing of every flow waiting, report delivery. Returns flows done."""
+    intake.recover(cfg.database_url, spool)  # cheap; finishes what a dead process left in work/
     scan_inboxes(cfg, spool, readiness)
     done = 0
     for flow_id in resumable(cfg.database_url):
         if should_stop():
             break
+        if not _archived(cfg.database_url, flow_id):
+            continue  # recorded a moment ago by another process, still being moved into the archive
         if process(cfg, flow_id) is not None:
             done += 1
+            intake.crash_point("committed")
     deliver_pending(cfg.database_url, spool)
     return done
+
+
+def _archived(url: str, flow_id: int) -> bool:
+    """A Flow row is committed just before its file is renamed into the archive; a worker that
+    processed it in between would find no file (and reject a tar.gz as IRR_EXTRAC)."""
+    with db.session(url) as s:
+        path = s.execute(select(Flow.archive_path).where(Flow.id == flow_id)).scalar_one_or_none()
+    return bool(path) and Path(path).exists()

@@ -7,7 +7,9 @@ Order, so that a crash at any point loses nothing and takes nothing twice:
 3. record the Flow row (state RECU) with its planned archive path and its work path;
 4. move the file into `archive/YYYY/MM/DD/` (rename, read-only, directory fsynced).
 On restart, `recover()` finishes step 4 for rows whose archive is missing, and re-runs steps 2-4
-for files in `work/` that no row knows.
+for files in `work/` that no row knows. Steps 2-4 run under an exclusive flock(2) on the claimed
+file, so a `recover()` in another live process (a second `edi serve`, a worker process) never
+records a file whose claimer is still at work; the kernel drops the lock when the claimer dies.
 
 Readiness in `in/` (watcher events are only hints): a file is taken when its name is not an
 upload in progress (see `edi.ingest.spool`) and its size and mtime are unchanged since the
@@ -17,11 +19,13 @@ upload is complete, hands files over directly.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import select
@@ -32,6 +36,15 @@ from edi.ingest.spool import Spool, fsync_dir, in_progress
 
 LOG = log.get("edi.intake")
 _SEP = "__"
+CRASH_ENV = "EDI_TEST_CRASH_AT"
+
+
+def crash_point(name: str) -> None:
+    """Test hook for the crash-and-resume tests: `EDI_TEST_CRASH_AT=<name>` kills the process
+    here as `kill -9` would (no cleanup, no flush beyond this line)."""
+    if os.environ.get(CRASH_ENV) == name:
+        LOG.warning("test_crash", point=name)
+        os._exit(137)
 
 
 class Readiness:
@@ -100,6 +113,7 @@ def record(url: str, spool: Spool, work_file: Path, *, source: str) -> Flow:
         s.add(flow)
         s.commit()
         s.refresh(flow)
+    crash_point("recorded")
     _archive(work_file, archive)
     LOG.info("flow_received", flow=flow.id, app=app, file=filename, bytes=flow.size, sha256=flow.sha256,
              archive=str(archive), source=source)
@@ -113,9 +127,33 @@ def _archive(work_file: Path, archive: Path) -> None:
     fsync_dir(archive.parent)
 
 
+@contextmanager
+def _locked(work_file: Path, *, wait: bool):
+    """Hold an exclusive lock on the claimed file; yields False when it is gone (another process
+    recorded it) or, with `wait=False`, when a live process holds the lock."""
+    try:
+        fd = os.open(work_file, os.O_RDONLY)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield work_file.exists()  # still there under that name: nobody archived it meanwhile
+    finally:
+        os.close(fd)
+
+
 def take(url: str, spool: Spool, source: Path, app: str, *, move: bool, origin: str) -> Flow | None:
     work_file = claim(spool, source, app, move=move)
-    return record(url, spool, work_file, source=origin) if work_file else None
+    if work_file is None:
+        return None
+    crash_point("claimed")
+    with _locked(work_file, wait=True) as mine:
+        return record(url, spool, work_file, source=origin) if mine else None
 
 
 def recover(url: str, spool: Spool) -> int:
@@ -126,11 +164,17 @@ def recover(url: str, spool: Spool) -> int:
     for work_file in sorted(spool.work.iterdir()):
         if not work_file.is_file() or work_file.name.startswith(".") or work_file.name.count(_SEP) < 2:
             continue
-        with db.session(url) as s:
-            row = s.execute(select(Flow).where(Flow.work_path == str(work_file))).scalars().first()
-        if row is None:
-            record(url, spool, work_file, source="recovered")
-        elif not Path(row.archive_path).exists():
-            _archive(work_file, Path(row.archive_path))
-        resumed += 1
+        with _locked(work_file, wait=False) as mine:
+            if not mine:
+                continue
+            with db.session(url) as s:
+                row = s.execute(select(Flow).where(Flow.work_path == str(work_file))).scalars().first()
+            if row is None:
+                record(url, spool, work_file, source="recovered")
+            elif not Path(row.archive_path).exists():
+                _archive(work_file, Path(row.archive_path))
+                LOG.info("flow_archived_on_recovery", flow=row.id, archive=row.archive_path)
+            else:  # archived and still in work/ cannot happen (rename); keep the archived copy
+                continue
+            resumed += 1
     return resumed

@@ -494,7 +494,7 @@ class SftpService:
             return self._app_locks[app]
 
     def record_download(self, sess: Session, name: str, nbytes: int, complete: bool) -> None:
-        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        now = datetime.now(timezone.utc)
         with db.session(self.url) as s:
             s.add(ReportDownload(app=sess.app, filename=name, session=sess.id, address=sess.address,
                                  bytes=nbytes, complete=complete, at=now))

@@ -35,12 +35,13 @@ class Staged:
     files: tuple[tuple[Path, str], ...]  # (staged path, final file name)
 
 
-def stage(spool: Spool, flow_id: int, seq: int, deposit: str, raw: bytes, element: etree._Element) -> Staged:
+def stage(spool: Spool, flow_id: int, seq: int, deposit: str, raw: bytes, element: etree._Element | None) -> Staged:
+    """Write the invoice (and, for CPP, its decoded `PJ` attachments) to the staging folder."""
     folder = spool.staging(flow_id)
     folder.mkdir(parents=True, exist_ok=True)
     files = [(folder / f"{seq:06d}.xml", f"{deposit}.xml")]
     files[0][0].write_bytes(raw)
-    for n, pj in enumerate(element.iterfind("PJ"), start=1):
+    for n, pj in enumerate(element.iterfind("PJ") if element is not None else (), start=1):
         content = pj.findtext("Contenu") or ""
         try:
             payload = base64.b64decode(content, validate=False)
