@@ -36,9 +36,9 @@ class _Wake(FileSystemEventHandler):
             self.event.set()
 
 
-def _loop(cfg: Config, stop: threading.Event, wake: threading.Event, immediate: set | None = None) -> None:
+def _loop(cfg: Config, stop: threading.Event, wake: threading.Event, readiness: intake.Readiness | None = None) -> None:
     spool = prepare(cfg)
-    readiness = intake.Readiness(float(cfg.data["intake"]["settle_seconds"]))
+    readiness = readiness or intake.Readiness(float(cfg.data["intake"]["settle_seconds"]))
     intake.recover(cfg.database_url, spool)
     poll = float(cfg.data["intake"]["poll_seconds"])
     while not stop.is_set():
@@ -82,7 +82,8 @@ def serve(cfg: Config) -> None:
     observer = Observer()
     observer.schedule(_Wake(wake), str(spool.root / "partners"), recursive=True)
     observer.start()
-    sftp = _start_sftp(cfg, wake)
+    readiness = intake.Readiness(float(cfg.data["intake"]["settle_seconds"]))
+    sftp = _start_sftp(cfg, wake, readiness)
     extra = []
     mp_stop = None
     processes = int(cfg.data["workers"].get("processes", 1))
@@ -94,10 +95,10 @@ def serve(cfg: Config) -> None:
             proc.start()
             extra.append(proc)
     LOG.info("serving", spool=str(spool.root), database=cfg.database_url.split("@")[-1], workers=processes,
-             sftp=f"{sftp.host}:{sftp.port}" if sftp else None,
+             sftp=f"{cfg.data['sftp'].get('host', '127.0.0.1')}:{sftp.port}" if sftp else None,
              host_key=getattr(sftp, "fingerprint", None))
     try:
-        _loop(cfg, stop, wake)
+        _loop(cfg, stop, wake, readiness)
     finally:
         observer.stop()
         if sftp:
@@ -111,14 +112,25 @@ def serve(cfg: Config) -> None:
         LOG.info("stopped")
 
 
-def _start_sftp(cfg: Config, wake: threading.Event):
-    """Start the SFTP server when `[sftp] enabled` (default true) and the module is present."""
-    if not (cfg.data.get("sftp") or {}).get("enabled", True):
+def _start_sftp(cfg: Config, wake: threading.Event, readiness: intake.Readiness):
+    """Start the SFTP server when `[sftp] enabled` (default true).
+
+    Its callbacks run in session threads, so they only hand work over: a completed upload is
+    marked ready (no settle delay) and the loop woken; an upload refused for its size becomes a
+    Flow row that the loop turns into an IRR_TAILLE report.
+    """
+    if not cfg.data["sftp"].get("enabled", True):
         return None
-    try:
-        from edi.ingest.sftp import SftpService
-    except ImportError:
-        return None
-    service = SftpService(cfg, on_upload=lambda app, path: wake.set())
+    from edi.ingest.sftp import SftpService
+
+    def uploaded(app, path):
+        readiness.complete(path)
+        wake.set()
+
+    def oversize(app, name, size):
+        intake.record_refused(cfg.database_url, app, name, size, source="sftp")
+        wake.set()
+
+    service = SftpService(cfg, on_upload=uploaded, on_oversize=oversize)
     service.start()
     return service

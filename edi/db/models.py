@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Column, LargeBinary, UniqueConstraint
+from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -57,7 +57,8 @@ class Flow(SQLModel, table=True):
 
 
 class Invoice(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("flow_id", "seq"),)
+    # (supplier, number) finds duplicates (DOUBLON) with one index lookup per invoice
+    __table_args__ = (UniqueConstraint("flow_id", "seq"), Index("ix_invoice_supplier_number", "supplier_id", "number"))
     id: int | None = Field(default=None, primary_key=True)
     flow_id: int = Field(foreign_key="flow.id", index=True)
     seq: int  # 1-based position in the flow

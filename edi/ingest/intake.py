@@ -53,10 +53,17 @@ class Readiness:
     def __init__(self, settle_seconds: float):
         self.settle = settle_seconds
         self._seen: dict[Path, tuple[int, int]] = {}
+        self._complete: set[Path] = set()
+
+    def complete(self, path: Path) -> None:
+        """Told by a source that knows the upload ended (SFTP close): no settle delay."""
+        self._complete.add(path)
 
     def ready(self, path: Path, now: float | None = None) -> bool:
         if in_progress(path.name):
             return False
+        if path in self._complete:
+            return path.is_file() and not path.is_symlink()
         try:
             st = path.stat()
         except FileNotFoundError:
@@ -74,6 +81,7 @@ class Readiness:
 
     def forget(self, path: Path) -> None:
         self._seen.pop(path, None)
+        self._complete.discard(path)
 
 
 def sha256_of(path: Path) -> str:
@@ -154,6 +162,18 @@ def take(url: str, spool: Spool, source: Path, app: str, *, move: bool, origin: 
     crash_point("claimed")
     with _locked(work_file, wait=True) as mine:
         return record(url, spool, work_file, source=origin) if mine else None
+
+
+def record_refused(url: str, app: str, filename: str, size: int, *, source: str) -> Flow:
+    """A flow refused while it arrived (SFTP upload over the size limit): no bytes to archive,
+    but a Flow row all the same, so that it gets its IRR_TAILLE report like any other."""
+    flow = Flow(app=app, filename=filename, size=size, source=source, state=RECEIVED)
+    with db.session(url) as s:
+        s.add(flow)
+        s.commit()
+        s.refresh(flow)
+    LOG.warning("flow_refused_on_arrival", flow=flow.id, app=app, file=filename, bytes=size, source=source)
+    return flow
 
 
 def recover(url: str, spool: Spool) -> int:

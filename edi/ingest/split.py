@@ -3,12 +3,18 @@
 Hostile input is refused before and during parsing, never expanded:
 - the prolog is sniffed first: a byte-order mark other than UTF-8, an encoding declaration
   other than UTF-8 (reference §1.4: all XML received must be UTF-8) or any DOCTYPE (the door to
-  entity expansion and external entities) makes the flow `IRR_SYNTAX`;
+  entity expansion and external entities) makes the flow `IRR_SYNTAX`; the prolog is walked
+  item by item (comments, processing instructions), so a `<a` inside a comment cannot hide a
+  DOCTYPE that follows it;
+- an XInclude element anywhere makes the flow `IRR_SYNTAX`: lxml never runs XInclude, but the
+  invoice bytes go on to Saxon (schematron) and to the recipient, who might;
 - lxml runs with entities unresolved, no DTD loading, no network, and libxml2's hard limits kept
   (`huge_tree` off: depth <= 256, one text node <= 10,000,000 characters, so a base64 attachment
   of up to about 7 MB decoded per `Contenu`);
-- a `.tar.gz` is read as a stream: only regular `.xml` members, each within
-  `[limits] max_file_bytes`, the whole within `max_flow_bytes` uncompressed (gzip bombs).
+- a `.tar.gz` is read as a stream: only regular `.xml` members with a relative name free of
+  `..`, each within `[limits] max_file_bytes`, the whole within `max_flow_bytes` uncompressed
+  (gzip bombs); the gzip stream is read to its end and its CRC and length checked, so a
+  truncated upload (cut between two members, which tar alone cannot tell) is `IRR_EXTRAC`.
 
 CPP bulk flows are parsed with iterparse and every invoice element is freed once the consumer
 has used it, so memory does not grow with the number of invoices. A content problem discovered
@@ -18,6 +24,7 @@ point it is found: the consumer must not commit anything before the iteration ha
 
 from __future__ import annotations
 
+import gzip
 import re
 import tarfile
 import zlib
@@ -37,7 +44,10 @@ ROOTS = {"FSO1100A": (UBL_INVOICE, UBL_CREDIT), "FSO1106A": (CII,), "FSO1110A": 
 UNIT = "CPPFactureMixteUnitaire"
 
 _DECL = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']")
-_ELEMENT_START = re.compile(rb"<[A-Za-z_]")
+# One prolog item: white space, a processing instruction (the XML declaration included), a comment.
+_PROLOG_ITEM = re.compile(rb"\s+|<\?.*?\?>|<!--.*?-->", re.S)
+_ROOT_NAME = re.compile(rb"<([A-Za-z_][\w.:-]*)")
+XINCLUDE = "{http://www.w3.org/2001/XInclude}*"
 _SNIFF_BYTES = 65536
 
 
@@ -78,16 +88,29 @@ def sniff(head: bytes, where: str = "") -> None:
         raise FlowRejected(
             "IRR_SYNTAX", "encodage déclaré non UTF-8", location=where, value=decl.group(1).decode("ascii")
         )
-    start = _ELEMENT_START.search(body)
-    prolog = body[: start.start()] if start else body
-    if b"<!DOCTYPE" in prolog or b"<!ENTITY" in prolog:
+    rest = body[_prolog_end(body):]
+    if rest.startswith(b"<!"):
         raise FlowRejected("IRR_SYNTAX", "DTD ou déclaration d'entité interdite", location=where)
-    if start is None:
+    if not rest.startswith(b"<") or rest.startswith(b"<?"):
         raise FlowRejected("IRR_SYNTAX", "aucun élément racine au début du fichier", location=where)
 
 
+def refuse_xinclude(element: etree._Element, where: str = "") -> None:
+    if next(element.iter(XINCLUDE), None) is not None:
+        raise FlowRejected("IRR_SYNTAX", "élément XInclude interdit", location=where)
+
+
+def _prolog_end(body: bytes) -> int:
+    """Offset of the first byte after the XML declaration, comments, PIs and white space."""
+    pos = 0
+    while (item := _PROLOG_ITEM.match(body, pos)) is not None and item.end() > pos:
+        pos = item.end()
+    return pos
+
+
 def _root_name(head: bytes) -> str:
-    match = re.search(rb"<([A-Za-z_][\w.:-]*)", head[3:] if head.startswith(b"\xef\xbb\xbf") else head)
+    body = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
+    match = _ROOT_NAME.match(body, _prolog_end(body))
     name = match.group(1).decode("ascii", "replace") if match else ""
     return name.rpartition(":")[2]
 
@@ -105,9 +128,11 @@ _PARSER = etree.XMLParser(
 def parse_document(data: bytes, where: str) -> etree._Element:
     sniff(data[:_SNIFF_BYTES], where)
     try:
-        return etree.fromstring(data, _PARSER)
+        element = etree.fromstring(data, _PARSER)
     except (etree.XMLSyntaxError, ValueError) as exc:
         raise _syntax_error(exc, where) from None
+    refuse_xinclude(element, where)
+    return element
 
 
 def _check_root(element: etree._Element, name: FlowName, where: str) -> None:
@@ -137,12 +162,14 @@ def _read_tar(path: Path, name: FlowName, limits: Limits) -> Iterator[Piece]:
     seq = 0
     total = 0
     try:
-        with tarfile.open(path, mode="r|gz") as archive:
+        with gzip.open(path, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
             for member in archive:
                 if member.isdir():
                     continue
                 if not member.isreg():
                     raise FlowRejected("IRR_EXTRAC", "membre non régulier (lien, périphérique)", value=member.name)
+                if _escapes(member.name):
+                    raise FlowRejected("IRR_EXTRAC", "nom de membre absolu ou avec ..", value=member.name)
                 if not member.name.lower().endswith(".xml"):
                     raise FlowRejected("IRR_TYPE", "membre d'archive autre que .xml", value=member.name)
                 if member.size > limits.max_file_bytes:
@@ -158,10 +185,20 @@ def _read_tar(path: Path, name: FlowName, limits: Limits) -> Iterator[Piece]:
                 _check_root(element, name, member.name)
                 seq += 1
                 yield Piece(seq=seq, element=element, raw=data, member=member.name)
+            while stream.read(1 << 16):  # to the gzip trailer: CRC and length checked there
+                if stream.tell() > limits.max_flow_bytes:
+                    raise FlowRejected("IRR_TAILLE", "archive décompressée au-delà de la limite")
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise FlowRejected("IRR_EXTRAC", str(exc)[:200]) from None
     if seq == 0:
         raise FlowRejected("IRR_VIDE", "archive sans facture")
+
+
+def _escapes(member_name: str) -> bool:
+    """A member name that would land outside an extraction folder (never extracted here, but
+    such an archive is hostile, and its names end up in reports and logs)."""
+    name = member_name.replace("\\", "/")
+    return name.startswith("/") or re.match(r"^[A-Za-z]:", name) is not None or ".." in name.split("/")
 
 
 def _read_cpp(path: Path, name: FlowName, envelope: Envelope) -> Iterator[Piece]:
@@ -194,6 +231,7 @@ def _read_cpp(path: Path, name: FlowName, envelope: Envelope) -> Iterator[Piece]
                 parent = element.getparent()
                 if parent is None or parent.tag != "CPPFactures":
                     raise FlowRejected("IRR_SYNTAX", "facture hors de CPPFactures")
+                refuse_xinclude(element, path.name)
                 seq += 1
                 raw = etree.tostring(element, encoding="UTF-8", xml_declaration=True)
                 yield Piece(seq=seq, element=element, raw=raw)
