@@ -266,11 +266,13 @@ def invoices_show(ctx: typer.Context, deposit_no: str, as_json: bool = typer.Opt
 
 def _register_optional() -> None:
     """Sub-apps owned by their own modules (partners, ...)."""
-    try:
-        from edi import cli_partners
-    except ImportError:
-        return
+    from edi import cli_partners, cli_rules
+
     app.add_typer(cli_partners.app, name="partners")
+    app.add_typer(cli_rules.app, name="rules")
+    from edi import cli_reports
+
+    app.add_typer(cli_reports.app, name="reports")
 
 
 _register_optional()

@@ -14,6 +14,7 @@ import json
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edi import config as config_mod
@@ -54,17 +55,21 @@ def list_cmd(
     problems = catalogue.override_problems(overrides)
     err = Console(stderr=True)
     for problem in problems:
-        err.print(f"[yellow]Attention :[/yellow] [rules.severity] {problem}", highlight=False)
+        err.print(f"[yellow]Attention :[/yellow] {escape('[rules.severity]')} {escape(problem)}",
+                  highlight=False)
     valid = {k: v for k, v in overrides.items() if v in rules.SEVERITIES}  # others: warned
     rows = catalogue.as_dicts(valid)
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    table = Table("Code", "Niveau", "Sévérité", "Motif", "Syntaxes", "Message", "Source")
+    table = Table(title="Catalogue des règles (sévérités en vigueur)")
+    for name in ("Code", "Niveau", "Sévérité", "Motif", "Syntaxes"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("Message", ratio=1)
     for row in rows:
         severity = row["effective_severity"]
         if severity != row["severity"]:
             severity = f"{severity} (défaut {row['severity']})"
         table.add_row(row["code"], row["level"], severity, row["reason"],
-                      ", ".join(row["syntaxes"]) or "toutes", row["message"], row["source"])
+                      ", ".join(row["syntaxes"]) or "toutes", row["message"])
     Console().print(table)

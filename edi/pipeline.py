@@ -162,8 +162,7 @@ def process(cfg: Config, flow_id: int) -> Flow | None:
         _run(cfg, spool, flow, outcome)
     except FlowRejected as rejected:
         outcome.flow_findings.append(rejected.finding)
-        for result in outcome.invoices:
-            result.deposit = None
+        outcome.invoices.clear()  # an irrecevable flow stops: none of its invoices is integrated
         log_.warning("flow_irrecevable", code=rejected.finding.code, detail=rejected.finding.message)
     else:
         for result in outcome.invoices:
@@ -185,7 +184,7 @@ def _run(cfg: Config, spool: Spool, flow: Flow, outcome: Outcome) -> None:
     _reserve_flow_id(cfg.database_url, flow, name.app, name.flow_ref)
     flowchecks.check_size(flow.size, cfg.max_flow_bytes)
     limits = Limits(cfg.max_flow_bytes, int(cfg.data["limits"]["max_file_bytes"]))
-    context = checks.Context.for_flow(cfg, name.interface)
+    context = checks.Context.for_flow(cfg, name.interface, INTERFACE_SYNTAX[name.interface])
     outcome.rules = pool.rule_versions(INTERFACE_SYNTAX[name.interface], context.settings)
     pieces = read_flow(Path(flow.archive_path), name, limits, Envelope())
     if name.interface == "FSO1110A":

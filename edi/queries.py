@@ -6,7 +6,7 @@ status and findings (code, reason, message, location).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import or_, select
 
@@ -40,6 +40,8 @@ def list_flows(url: str, *, partner=None, state=None, since=None, limit: int = 1
     if state:
         query = query.where(Flow.state == state)
     if since:
+        if since.tzinfo is None:  # the CLI's dates are UTC, as stored
+            since = since.replace(tzinfo=timezone.utc)
         query = query.where(Flow.received_at >= since)
     with db.session(url) as s:
         return [_flow_dict(f) for f in s.execute(query).scalars()]

@@ -18,6 +18,7 @@ from edi.db.models import Flow
 from edi.ingest import intake
 from edi.ingest.spool import Spool
 from edi.pipeline import process, resumable
+from edi.reports import push
 from edi.reports.outbox import deliver_pending
 
 LOG = log.get("edi.worker")
@@ -92,12 +93,14 @@ def run_once(cfg: Config, spool: Spool, readiness: intake.Readiness, should_stop
             done += 1
             intake.crash_point("committed")
     deliver_pending(cfg.database_url, spool)
+    push.push_pending(cfg)  # partners with a remote SFTP destination; no query when there is none
     return done
 
 
 def _archived(url: str, flow_id: int) -> bool:
     """A Flow row is committed just before its file is renamed into the archive; a worker that
-    processed it in between would find no file (and reject a tar.gz as IRR_EXTRAC)."""
+    processed it in between would find no file (and reject a tar.gz as IRR_EXTRAC). A flow
+    refused on arrival (`intake.record_refused`) has no archive and is processed at once."""
     with db.session(url) as s:
         path = s.execute(select(Flow.archive_path).where(Flow.id == flow_id)).scalar_one_or_none()
-    return bool(path) and Path(path).exists()
+    return not path or Path(path).exists()

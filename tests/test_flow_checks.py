@@ -25,7 +25,6 @@ from tests.helpers import (
     flow_status,
     generated,
     make_platform,
-    new_flow_id,
     tar_gz,
 )
 
@@ -264,6 +263,20 @@ def test_irr_extrac_corrupt_tar_gz(platform, samples):
 
 def test_irr_extrac_truncated_tar_gz(platform, samples):
     data = tar_gz([("1.xml", samples["ubl"]), ("2.xml", samples["ubl"])])[:-40]
+    flow = ingest_file(platform, flow_name("FSO1100A", ext="tar.gz"), data)
+    assert_irrecevable(platform, flow, "IRR_EXTRAC", data)
+
+
+def test_irr_extrac_upload_cut_between_two_members(platform, samples):
+    """The cut falls right after a complete member: tar alone would see a shorter archive."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for n in (1, 2):
+            info = tarfile.TarInfo(f"{n}.xml")
+            info.size = len(samples["ubl"])
+            tar.addfile(info, io.BytesIO(samples["ubl"]))
+    first_member_end = 512 + -(-len(samples["ubl"]) // 512) * 512
+    data = gzip.compress(raw.getvalue()[:first_member_end])[:-8]  # no gzip trailer: cut short
     flow = ingest_file(platform, flow_name("FSO1100A", ext="tar.gz"), data)
     assert_irrecevable(platform, flow, "IRR_EXTRAC", data)
 

@@ -194,3 +194,28 @@ class ReportPurge(SQLModel, table=True):
     size: int = 0
     modified_at: datetime | None = None
     purged_at: datetime = Field(default_factory=utcnow)
+
+
+# --- push delivery of reports to a partner's own SFTP server (issue 4, point 6) ----------------
+
+
+class ReportPush(SQLModel, table=True):
+    """Delivery of one report to the partner's remote SFTP destination (`edi.reports.push`).
+
+    A table of its own rather than columns on `report`, so that an existing database gains it
+    by `create_all`. One row per report of a partner with a destination; `attempts` counts the
+    tries since the last (re)send, `history` keeps every attempt (JSON lines: at, ok, error).
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    report_id: int = Field(foreign_key="report.id", unique=True)
+    app: str = Field(index=True)
+    destination: str = ""  # user@host:port/path, as configured when last tried
+    state: str = Field(default="pending", index=True)  # pending | sending | retry | failed | pushed
+    attempts: int = 0
+    next_at: datetime | None = Field(default=None, index=True)
+    lease_until: datetime | None = None  # while `sending`: another worker may take it over after
+    last_error: str | None = None
+    history: str = ""
+    pushed_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,38 +1,47 @@
-"""Invoice-level checks after the document checks: routing and platform rules, severities.
+"""Invoice-level checks after the document checks: routing, platform rules, severities.
 
 `Context` is built once per flow: the directory lookups (memoised for the flow, so a
-re-import is seen by the next flow), the EJ patterns, the per-rule severity overrides of the
-configuration (`[rules.severity]`, "fatal" | "warning" | "off"), and the duplicate memory.
-An invoice whose XSD failed is not routed: its routing data cannot be trusted, and the report
-should name the first real problem.
+re-import is seen by the next flow), the EJ patterns, the platform-rule context (today, the
+invoices already seen in this flow, the database lookup of invoices already deposited) and the
+per-rule severity overrides of the configuration (`[rules.severity]`: fatal | warning | off),
+applied to the findings of every stage. An invoice whose XSD failed is neither routed nor put
+through the platform rules: its data cannot be trusted, and the report should name the first
+real problem. Only invoices that end up accepted count for later duplicates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
+from datetime import date
 
+from sqlalchemy import select
+
+from edi import db
 from edi.config import Config
+from edi.db.models import Invoice
 from edi.invoice import InvoiceData
 from edi.route.directory import Directory
 from edi.route.routing import check_routing
-from edi.validate.finding import FATAL, WARNING, Finding
+from edi.validate import rules
+from edi.validate.finding import Finding
 from edi.validate.pool import Settings
 
 
-def apply_severity(findings: list[Finding], overrides: Mapping[str, str]) -> list[Finding]:
-    """Downgrade, upgrade or drop findings as the configuration says, rule by rule."""
-    if not overrides:
-        return findings
-    out = []
-    for f in findings:
-        wanted = overrides.get(f.code)
-        if wanted == "off":
-            continue
-        if wanted in (FATAL, WARNING) and wanted != f.severity:
-            f = replace(f, severity=wanted)
-        out.append(f)
-    return out
+def deposited_lookup(url: str):
+    """`already_deposited(supplier, number, year)`: an invoice accepted at integration with
+    that key exists (invoices rejected at integration do not count; invoices the recipient
+    rejected later do — a rejected invoice is reissued under a new number)."""
+    engine = db.engine_for(url)
+
+    def already_deposited(supplier: str, number: str, year: int) -> bool:
+        query = (select(Invoice.id).where(Invoice.supplier_id == supplier, Invoice.number == number,
+                                          Invoice.accepted.is_(True), Invoice.issue_date.like(f"{year:04d}-%"))
+                 .limit(1))
+        with engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    return already_deposited
 
 
 @dataclass
@@ -40,25 +49,34 @@ class Context:
     settings: Settings
     directory: object
     ej_patterns: Mapping[str, str]
-    overrides: Mapping[str, str] = field(default_factory=dict)
+    rules: rules.RuleContext
 
     @classmethod
-    def for_flow(cls, cfg: Config, interface: str) -> Context:
+    def for_flow(cls, cfg: Config, interface: str, syntax: str = "") -> Context:
         validation = cfg.data["validation"]
-        rules = cfg.data["rules"]
+        conf = cfg.data["rules"]
         settings = Settings(schematron=bool(validation.get("schematron", True)),
-                            french=interface in (rules.get("french") or ()))
+                            french=interface in (conf.get("french") or ()))
+        rule_context = rules.RuleContext(
+            today=date.today(), syntax=syntax, seen_in_flow=set(),
+            already_deposited=deposited_lookup(cfg.database_url),
+            severity_overrides={str(k): str(v) for k, v in (conf.get("severity") or {}).items()},
+        )
         return cls(settings=settings, directory=Directory(cfg.database_url), ej_patterns=cfg.ej_patterns,
-                   overrides={str(k): str(v) for k, v in (rules.get("severity") or {}).items()})
+                   rules=rule_context)
 
     def finish(self, data: InvoiceData, document: list[Finding]) -> list[Finding]:
-        """All findings of one invoice, in report order: document, routing."""
+        """All findings of one invoice, in report order: document, platform rules, routing."""
         findings = list(document)
         if not any(f.code == "XSD" for f in document):
+            findings += rules.check(data, self.rules)
             findings += check_routing(
                 recipient_siret=data.recipient_siret, code_service=data.code_service, ej=data.ej,
                 directory=self.directory, ej_patterns=self.ej_patterns, invoice_number=data.number,
                 locations={"siret": data.location("recipient_siret"),
                            "code_service": data.location("code_service"), "ej": data.location("ej")},
             )
-        return apply_severity(findings, self.overrides)
+        findings = rules.apply_overrides(findings, self.rules.severity_overrides)
+        if any(f.fatal for f in findings):
+            self.rules.seen_in_flow.discard(rules.duplicate_key(data))
+        return findings

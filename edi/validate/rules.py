@@ -192,7 +192,7 @@ def check(data: InvoiceData, context: RuleContext,
     default; "off" skips the rule. When the invoice gets no fatal finding and the duplicate
     rules ran, its key is added to `context.seen_in_flow`.
     """
-    syntax = context.syntax or data.syntax
+    syntax = _syntax(data, context)
     wanted = None if codes is None else set(codes)
     overrides = context.severity_overrides or {}
     findings: list[Finding] = []
@@ -288,6 +288,10 @@ def _compact(text: str) -> str:
     return _SEPARATORS.sub("", text).upper()
 
 
+def _syntax(data: InvoiceData, ctx: RuleContext) -> str:
+    return ctx.syntax or data.syntax
+
+
 def _supplier_type(data: InvoiceData) -> int | None:
     return _int_code(data.supplier_id_type)
 
@@ -309,7 +313,7 @@ def supplier_id_present(data: InvoiceData, ctx: RuleContext) -> Iterator[Hit]:
 def supplier_id_type_known(data: InvoiceData, ctx: RuleContext) -> Iterator[Hit]:
     if not data.supplier_id.strip():
         return  # PLT-01 says so
-    if data.syntax == CPP:
+    if _syntax(data, ctx) == CPP:
         if _supplier_type(data) not in range(1, 8):  # 1..7 (reference §3.1)
             yield Hit("supplier_id_type", data.supplier_id_type)
     elif not data.supplier_id_type:
@@ -523,8 +527,8 @@ def lines_present(data: InvoiceData, ctx: RuleContext) -> Iterator[Hit]:
 # --------------------------------------------------------------------------- payment
 
 
-def _is_transfer(data: InvoiceData) -> bool:
-    if data.syntax == CPP:
+def _is_transfer(data: InvoiceData, ctx: RuleContext) -> bool:
+    if _syntax(data, ctx) == CPP:
         return _int_code(data.payment_means) in CPP_TRANSFER_CODES
     return data.payment_means.strip() in UBL_CII_TRANSFER_CODES
 
@@ -532,7 +536,7 @@ def _is_transfer(data: InvoiceData) -> bool:
 @rule("PLT-40", severity=FATAL, reason="COORD_BANC_ERR", syntaxes=ALL, field="iban",
       message="Paiement par virement : un IBAN valide du fournisseur est obligatoire")
 def transfer_needs_iban(data: InvoiceData, ctx: RuleContext) -> Iterator[Hit]:
-    if _is_transfer(data) and not stdnum_iban.is_valid(data.iban.strip()):
+    if _is_transfer(data, ctx) and not stdnum_iban.is_valid(data.iban.strip()):
         yield Hit("iban", data.iban.strip(),
                   detail="IBAN absent" if not data.iban.strip() else "IBAN invalide")
 
@@ -570,7 +574,7 @@ def cadre_legacy(data: InvoiceData, ctx: RuleContext) -> Iterator[Hit]:
     cadre = data.cadre.strip()
     if not cadre or cadre in LEGACY_CADRES:
         return
-    if data.syntax == CPP or _LEGACY_LOOKING.fullmatch(cadre):
+    if _syntax(data, ctx) == CPP or _LEGACY_LOOKING.fullmatch(cadre):
         yield Hit("cadre", cadre)
 
 

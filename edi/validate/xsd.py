@@ -142,8 +142,12 @@ def validate(element: etree._Element, kind: str | None = None, invoice_number: s
             )
         ]
     schema = schema_for(kind)
-    if schema.validate(element):
-        return []
+    try:
+        if schema.validate(element):
+            return []
+    except etree.XMLSchemaValidateError as exc:  # libxml2 gave up on the document: still a finding
+        return [Finding(code="XSD", reason="REJ_SEMAN", message=f"Structure XML invalide : {exc}"[:300],
+                        location=f"/{_short(str(element.tag))}", invoice_number=invoice_number)]
     errors = list(schema.error_log)
     findings = [_finding(e, invoice_number) for e in errors[:MAX_FINDINGS]]
     if len(errors) > MAX_FINDINGS:
