@@ -139,7 +139,7 @@ def main() -> int:
                     sftp = client.open_sftp()
                     start.wait()
                     for flow in flows[app]:
-                        sftp.put(str(flow.path), f"/in/{flow.path.name}", confirm=False)
+                        sftp.put(str(flow.path), f"/in/{flow.path.name}")
                         report = f"CSO{args.interface[3:]}_{app}_{flow.flow_id}.xml"
                         with lock:
                             closed[report] = time.monotonic()

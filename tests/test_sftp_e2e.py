@@ -216,9 +216,10 @@ def test_paramiko_upload_report_download(server):
     path, flow_id = make_flow(server, "AAA", interface="FSO1100A", invoices=3)
     client, sftp = server.paramiko("AAA")
     try:
-        # confirm=False: paramiko's put() stats the file after the upload, but a complete upload
-        # is handed to intake at once and is no longer in /in
-        sftp.put(str(path), f"/in/{path.name}", confirm=False)
+        # put() stats the file after the upload (confirm=True, as real clients do), although
+        # intake takes a complete upload at once: the server still answers for it
+        attrs = sftp.put(str(path), f"/in/{path.name}")
+        assert attrs.st_size == path.stat().st_size
         name = report_name("FSO1100A", "AAA", flow_id)
         wait_listed(sftp, name)
         with sftp.open(f"/out/{name}") as fh:
@@ -280,7 +281,7 @@ def test_two_partners_at_once_each_get_only_their_reports(server):
             try:
                 barrier.wait()
                 for path, _ in flows[app]:
-                    sftp.put(str(path), f"/in/{path.name}", confirm=False)
+                    sftp.put(str(path), f"/in/{path.name}")
                 contents = {}
                 for _, flow_id in flows[app]:
                     name = report_name("FSO1110A", app, flow_id)

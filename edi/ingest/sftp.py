@@ -94,6 +94,7 @@ SFTP_DEFAULTS: dict = {
     "housekeeping_interval": 1.0,
 }
 PURGE_INTERVAL_DEFAULT = 3600.0
+RECENT_SECONDS = 60.0  # how long a placed upload still answers stat() once intake took it
 
 PARTIAL_PREFIX = ".upload-"
 PARTIAL_SUFFIX = ".part"
@@ -216,6 +217,10 @@ class Session:
     started: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
     channels: int = 0  # open SFTP subsystems
+    # files this session placed in /in: name -> (attributes, monotonic time). Intake takes a
+    # complete upload at once, but clients (paramiko's put, WinSCP...) stat the file right after
+    # closing it to confirm its size; they get its attributes for RECENT_SECONDS.
+    recent: dict = field(default_factory=dict)
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
@@ -507,6 +512,10 @@ class SftpService:
 
     def placed(self, sess: Session, path: Path) -> None:
         """A complete file now lies under its final name in `in/`: tell intake."""
+        try:
+            sess.recent[path.name] = (paramiko.SFTPAttributes.from_stat(path.stat(), path.name), time.monotonic())
+        except OSError:
+            pass
         if in_progress(path.name) or self.on_upload is None:
             return
         try:
@@ -740,7 +749,12 @@ class _Interface(paramiko.SFTPServerInterface):
                 return self._dir_attr("/", os.lstat(self.root))
             if name is None:
                 return self._dir_attr(area, os.lstat(self._folder(area)))
-            _, st = self._file(area, name)
+            try:
+                _, st = self._file(area, name)
+            except (_Denied, FileNotFoundError):
+                if area == "in" and (recent := self.sess.recent.get(name)) and time.monotonic() - recent[1] < RECENT_SECONDS:
+                    return recent[0]
+                raise
             return paramiko.SFTPAttributes.from_stat(st, name)
         except _Denied as exc:
             if exc.code != NO_SUCH:
