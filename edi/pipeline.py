@@ -27,6 +27,7 @@ from edi.db.models import (
     IN_PROGRESS, INTEGRATED, PARTIAL, RECEIVED, REJECTED, TERMINAL_STATES,
     Finding as FindingRow, Flow, Invoice, Partner, Report, StatusEvent, utcnow,
 )
+from edi.ingest.intake import crash_point
 from edi.ingest.spool import Spool
 from edi.ingest.split import Envelope, Limits, read_flow
 from edi.invoice import InvoiceData, extract
@@ -46,20 +47,23 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-@dataclass
+@dataclass(slots=True)
 class InvoiceResult:
+    """What the flow keeps of one invoice until its commit: its row, findings, staged files.
+    The parsed invoice itself is dropped as soon as it is decided (memory stays flat)."""
+
     seq: int
-    data: InvoiceData
+    row: dict
     findings: list[Finding]
-    deposit: str | None = None
-    certificate: str = ""
-    size: int = 0
     staged: delivery.Staged | None = None
-    path: str = ""
 
     @property
     def accepted(self) -> bool:
-        return self.deposit is not None
+        return self.row["accepted"]
+
+
+class LeaseLost(Exception):
+    """Another worker took the flow over (our lease expired): stop without committing."""
 
 
 @dataclass
@@ -156,26 +160,55 @@ def process(cfg: Config, flow_id: int) -> Flow | None:
         flow = s.get(Flow, flow_id)
     shutil.rmtree(spool.staging(flow_id), ignore_errors=True)
     outcome = Outcome()
+    deliveries = delivery.Deliveries(spool, flow_id)
+    lease = Lease(url, flow_id, float(cfg.data["intake"]["lease_seconds"]))
     log_ = LOG.bind(flow=flow_id, app=flow.app, file=flow.filename)
     log_.info("flow_processing")
     try:
-        _run(cfg, spool, flow, outcome)
+        _run(cfg, flow, outcome, deliveries, lease)
     except FlowRejected as rejected:
         outcome.flow_findings.append(rejected.finding)
         outcome.invoices.clear()  # an irrecevable flow stops: none of its invoices is integrated
         log_.warning("flow_irrecevable", code=rejected.finding.code, detail=rejected.finding.message)
+    except LeaseLost:
+        log_.warning("flow_lease_lost")
+        return None
     else:
         for result in outcome.invoices:
             if result.accepted:
-                result.path = str(delivery.deliver(spool, result.staged, result.data.recipient_siret,
-                                                   result.data.code_service))
-    flow = _commit(url, flow, outcome)
+                row = result.row
+                row["path"] = deliveries.deliver(result.staged, row["recipient_siret"], row["code_service"])
+    crash_point("delivered")
+    try:
+        flow = _commit(url, flow, outcome)
+    except LeaseLost:
+        log_.warning("flow_lease_lost")
+        return None
     shutil.rmtree(spool.staging(flow_id), ignore_errors=True)
     log_.info("flow_done", state=flow.state, invoices=flow.invoice_count, accepted=flow.accepted_count)
     return flow
 
 
-def _run(cfg: Config, spool: Spool, flow: Flow, outcome: Outcome) -> None:
+class Lease:
+    """Renews the flow's lease while a long flow is processed, and notices if it was lost."""
+
+    EVERY = 1000  # invoices between renewals
+
+    def __init__(self, url: str, flow_id: int, seconds: float):
+        self.url, self.flow_id, self.seconds = url, flow_id, seconds
+
+    def renew(self, seq: int) -> None:
+        if seq % self.EVERY:
+            return
+        with db.session(self.url) as s:
+            done = s.execute(update(Flow).where(Flow.id == self.flow_id, Flow.owner == owner_id())
+                             .values(lease_until=utcnow() + timedelta(seconds=self.seconds)))
+            s.commit()
+        if done.rowcount != 1:
+            raise LeaseLost()
+
+
+def _run(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliveries, lease: Lease) -> None:
     name = flowchecks.parse_name(flow.filename)
     outcome.interface, outcome.flow_ref = name.interface, name.flow_ref
     with db.session(cfg.database_url) as s:
@@ -192,7 +225,8 @@ def _run(cfg: Config, spool: Spool, flow: Flow, outcome: Outcome) -> None:
         for piece in pieces:
             data = extract(piece.element)
             found = pool.document_findings(piece.element, piece.raw, data, context.settings)
-            _decide(spool, flow, outcome, context, piece.seq, piece.raw, data, found, piece.element)
+            _decide(deliveries, flow, outcome, context, piece.seq, piece.raw, data, found, piece.element)
+            lease.renew(piece.seq)
         return
     # UBL / CII: the schematron runs on the pool; results come back in flow order
     raws: deque[bytes] = deque()
@@ -204,18 +238,20 @@ def _run(cfg: Config, spool: Spool, flow: Flow, outcome: Outcome) -> None:
 
     checker = pool.shared(int(cfg.data["validation"]["processes"]))
     for seq, (data, found) in enumerate(checker.check(feed(), context.settings), start=1):
-        _decide(spool, flow, outcome, context, seq, raws.popleft(), data, found, None)
+        _decide(deliveries, flow, outcome, context, seq, raws.popleft(), data, found, None)
+        lease.renew(seq)
 
 
-def _decide(spool, flow, outcome, context, seq, raw, data, found, element) -> None:
+def _decide(deliveries, flow, outcome, context, seq, raw, data, found, element) -> None:
     """Business checks on a document-checked invoice, then accept (stage it) or reject it."""
     findings = context.finish(data, found)
-    result = InvoiceResult(seq, data, findings, size=len(raw))
+    row = _invoice_row(flow.id, seq, data, len(raw))
+    staged = None
     if not any(f.fatal for f in findings):
-        result.deposit = delivery.deposit_number(flow.id, seq)
-        result.certificate = delivery.certificate(raw)
-        result.staged = delivery.stage(spool, flow.id, seq, result.deposit, raw, element)
-    outcome.invoices.append(result)
+        row.update(accepted=True, deposit_no=delivery.deposit_number(flow.id, seq),
+                   certificate=delivery.certificate(raw), status=AVAILABLE)
+        staged = deliveries.stage(seq, row["deposit_no"], raw, element)
+    outcome.invoices.append(InvoiceResult(seq, row, findings, staged))
 
 
 def _reserve_flow_id(url: str, flow: Flow, app: str, flow_ref: str) -> None:
@@ -235,31 +271,19 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
     now = utcnow()
     rejected = len(outcome.invoices) - outcome.accepted
     with db.session(url) as s:
-        values = dict(
-            interface=outcome.interface, flow_ref=outcome.flow_ref, state=outcome.state,
-            error_code=outcome.flow_findings[0].code if outcome.flow_findings else None,
-            invoice_count=len(outcome.invoices), accepted_count=outcome.accepted,
-            owner=None, lease_until=None, finished_at=now,
-        )
         if outcome.invoices:
-            s.execute(insert(Invoice), [_invoice_row(flow.id, r) for r in outcome.invoices])
+            s.execute(insert(Invoice), [r.row for r in outcome.invoices])
         ids = dict(s.execute(select(Invoice.seq, Invoice.id).where(Invoice.flow_id == flow.id)).all())
         findings = list(outcome.flow_findings) + [f for r in outcome.invoices for f in r.findings]
-        rows = []
-        for n, f in enumerate(outcome.flow_findings, start=1):
-            rows.append(_finding_row(flow.id, None, n, f))
-        n = len(rows)
+        rows = [_finding_row(flow.id, None, n, f) for n, f in enumerate(outcome.flow_findings, start=1)]
         for r in outcome.invoices:
-            for f in r.findings:
-                n += 1
-                rows.append(_finding_row(flow.id, ids[r.seq], n, f))
+            rows += [_finding_row(flow.id, ids[r.seq], len(rows) + n, f) for n, f in enumerate(r.findings, start=1)]
         if rows:
             s.execute(insert(FindingRow), rows)
         status = statut.FLOW_REJECTED if outcome.flow_findings else statut.flow_status(outcome.accepted, rejected)
-        report_name = _integration_name(flow, outcome)
         s.add(Report(
             flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
-            filename=unique_filename(s, report_name, flow.id),
+            filename=unique_filename(s, _integration_name(flow, outcome), flow.id),
             content=statut.integration_report(
                 sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
                 report_flow_id=f"CSO{flow.id:022d}", flow_ref=outcome.flow_ref or flow.filename[:100],
@@ -274,17 +298,25 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
                 content=statut.processing_report(
                     sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
                     report_flow_id=_processing_id(flow.id, 1), produced_at=now,
-                    lines=(line for r in outcome.invoices if r.accepted for line in _status_lines(r, now)),
+                    lines=_status_lines(s, flow.id, now), count=2 * outcome.accepted,
                 ),
             )
             s.add(report)
             s.flush()
             s.execute(insert(StatusEvent), [
                 dict(invoice_id=ids[r.seq], code=code, at=now, producer=PLATFORM_APP, report_id=report.id,
-                     comment=r.certificate if code == DEPOSITED else "")
+                     comment=r.row["certificate"] if code == DEPOSITED else "")
                 for r in outcome.invoices if r.accepted for code in (DEPOSITED, AVAILABLE)
             ])
-        s.execute(update(Flow).where(Flow.id == flow.id).values(**values))
+        done = s.execute(update(Flow).where(Flow.id == flow.id, Flow.owner == owner_id()).values(
+            interface=outcome.interface, flow_ref=outcome.flow_ref, state=outcome.state,
+            error_code=outcome.flow_findings[0].code if outcome.flow_findings else None,
+            invoice_count=len(outcome.invoices), accepted_count=outcome.accepted,
+            owner=None, lease_until=None, finished_at=now,
+        ))
+        if done.rowcount != 1:
+            s.rollback()
+            raise LeaseLost()
         s.commit()
         return s.get(Flow, flow.id)
 
@@ -312,31 +344,37 @@ def _error_line(f: Finding) -> statut.ErrorLine:
     return line
 
 
-def _status_lines(r: InvoiceResult, at) -> list[statut.InvoiceStatusLine]:
-    d = r.data
-    id_type = d.supplier_id_type or ("1" if len(d.supplier_id) == 14 and d.supplier_id.isdigit() else "3")
-    country = d.supplier_country if len(d.supplier_country) == 2 and d.supplier_country.isalpha() else ""
-    return [
-        statut.InvoiceStatusLine(
-            supplier_id_type=id_type, supplier_id=d.supplier_id, supplier_name=d.supplier_name,
-            supplier_country=country, recipient_siret=d.recipient_siret, code_service=d.code_service,
-            status=code, complement=r.deposit, comment=r.certificate, at=at, invoice_number=d.number,
-            invoice_date=d.issue_date if len(d.issue_date) == 10 else "", producer=PLATFORM_APP,
-        )
-        for code in (DEPOSITED, AVAILABLE)
-    ]
+_STATUS_COLUMNS = (Invoice.supplier_id_type, Invoice.supplier_id, Invoice.supplier_name, Invoice.supplier_country,
+                   Invoice.recipient_siret, Invoice.code_service, Invoice.deposit_no, Invoice.certificate,
+                   Invoice.number, Invoice.issue_date)
 
 
-def _invoice_row(flow_id: int, r: InvoiceResult) -> dict:
-    d = r.data
+def _status_lines(s, flow_id: int, at):
+    """Statuses 01 and 03 of each accepted invoice, read back from the rows just inserted (in
+    flow order, a thousand at a time) so the report is a view of what the database holds."""
+    query = (select(*_STATUS_COLUMNS).where(Invoice.flow_id == flow_id, Invoice.accepted.is_(True))
+             .order_by(Invoice.seq).execution_options(yield_per=1000))
+    for id_type, supplier, name, country, siret, service, deposit, cert, number, issued in s.execute(query):
+        id_type = id_type or ("1" if len(supplier) == 14 and supplier.isdigit() else "3")
+        country = country if len(country) == 2 and country.isalpha() else ""
+        for code in (DEPOSITED, AVAILABLE):
+            yield statut.InvoiceStatusLine(
+                supplier_id_type=id_type, supplier_id=supplier, supplier_name=name, supplier_country=country,
+                recipient_siret=siret, code_service=service, status=code, complement=deposit, comment=cert,
+                at=at, invoice_number=number, invoice_date=issued if len(issued) == 10 else "",
+                producer=PLATFORM_APP,
+            )
+
+
+def _invoice_row(flow_id: int, seq: int, d: InvoiceData, size: int) -> dict:
     return dict(
-        flow_id=flow_id, seq=r.seq, number=d.number[:200], doc_type=d.doc_type, syntax=d.syntax,
+        flow_id=flow_id, seq=seq, number=d.number[:200], doc_type=d.doc_type, syntax=d.syntax,
         supplier_id=d.supplier_id, supplier_name=d.supplier_name, supplier_id_type=d.supplier_id_type,
-        recipient_siret=d.recipient_siret, code_service=d.code_service, ej=d.ej, issue_date=d.issue_date,
-        currency=d.currency, total_ht="" if d.total_ht is None else str(d.total_ht),
-        total_ttc="" if d.total_ttc is None else str(d.total_ttc), accepted=r.accepted,
-        deposit_no=r.deposit, certificate=r.certificate, status=AVAILABLE if r.accepted else "",
-        path=r.path, size=r.size,
+        supplier_country=d.supplier_country, recipient_siret=d.recipient_siret, code_service=d.code_service,
+        ej=d.ej, issue_date=d.issue_date, currency=d.currency,
+        total_ht="" if d.total_ht is None else str(d.total_ht),
+        total_ttc="" if d.total_ttc is None else str(d.total_ttc), accepted=False,
+        deposit_no=None, certificate="", status="", path="", size=size,
     )
 
 

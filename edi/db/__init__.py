@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event, make_url
+from sqlalchemy import event, inspect, make_url, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -46,8 +46,28 @@ def engine_for(url: str) -> Engine:
     else:
         eng = create_engine(url, pool_pre_ping=True)
     SQLModel.metadata.create_all(eng)
+    _add_missing_columns(eng)
     _engines[url] = eng
     return eng
+
+
+def _add_missing_columns(eng: Engine) -> None:
+    """Schema upgrade for additive changes: a column the models have and the table lacks is
+    added (nullable, or with its scalar default). Renames and type changes are not handled."""
+    inspector = inspect(eng)
+    with eng.begin() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(eng.dialect)}"
+                default = column.default.arg if column.default is not None and column.default.is_scalar else None
+                if default is not None:
+                    literal = ("TRUE" if default else "FALSE") if isinstance(default, bool) else (
+                        str(default) if isinstance(default, (int, float)) else "'" + str(default).replace("'", "''") + "'")
+                    ddl += f" DEFAULT {literal}"
+                conn.execute(text(ddl))
 
 
 def dispose_all() -> None:

@@ -68,6 +68,7 @@ class Invoice(SQLModel, table=True):
     supplier_id: str = ""
     supplier_name: str = ""
     supplier_id_type: str = ""
+    supplier_country: str = ""
     recipient_siret: str = ""
     code_service: str = ""
     ej: str = ""

@@ -16,6 +16,7 @@ schema fixes) are programming errors when wrong and raise ValueError.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -208,17 +209,34 @@ def processing_report(
     report_flow_id: str,
     produced_at: datetime,
     lines: Iterable[InvoiceStatusLine],
+    count: int | None = None,
 ) -> bytes:
-    """A processing report (invoice block): one entry per status change, in the given order."""
-    root = _document(sender_app, recipient_app, report_flow_id, produced_at)
-    block = etree.SubElement(root, "CPPFactureStatuts")
-    count = 0
-    for count, line in enumerate(lines, start=1):
-        _invoice_status(block, count, line)
+    """A processing report (invoice block): one entry per status change, in the given order.
+
+    Written as a stream (`etree.xmlfile`): with `count` given, `lines` may be a generator over
+    database rows and memory stays flat whatever the number of invoices.
+    """
+    if count is None:
+        lines = list(lines)
+        count = len(lines)
     if count == 0:
         raise ValueError("a processing report needs at least one status line")
-    block.set("compteur", str(count))
-    return _serialize(root)
+    root = _document(sender_app, recipient_app, report_flow_id, produced_at)
+    buffer = io.BytesIO()
+    written = 0
+    with etree.xmlfile(buffer, encoding="UTF-8") as xf:
+        xf.write_declaration()
+        with xf.element("CPPStatut", Version=VERSION):
+            xf.write(root.find("Enveloppe"), pretty_print=True)
+            with xf.element("CPPFactureStatuts", compteur=str(count)):
+                holder = etree.Element("CPPFactureStatuts")
+                for written, line in enumerate(lines, start=1):
+                    _invoice_status(holder, written, line)
+                    xf.write(holder[0], pretty_print=True)
+                    del holder[0]
+    if written != count:
+        raise ValueError(f"processing report announced {count} lines, got {written}")
+    return buffer.getvalue() + b"\n"
 
 
 # ----- internals -----

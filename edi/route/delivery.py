@@ -13,7 +13,6 @@ import binascii
 import hashlib
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from lxml import etree
 
@@ -30,34 +29,47 @@ def certificate(raw: bytes) -> str:
     return base64.b64encode(hashlib.sha256(raw).digest()).decode("ascii")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Staged:
-    files: tuple[tuple[Path, str], ...]  # (staged path, final file name)
+    files: tuple[tuple[str, str], ...]  # (staged path, final file name)
 
 
-def stage(spool: Spool, flow_id: int, seq: int, deposit: str, raw: bytes, element: etree._Element | None) -> Staged:
-    """Write the invoice (and, for CPP, its decoded `PJ` attachments) to the staging folder."""
-    folder = spool.staging(flow_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = [(folder / f"{seq:06d}.xml", f"{deposit}.xml")]
-    files[0][0].write_bytes(raw)
-    for n, pj in enumerate(element.iterfind("PJ") if element is not None else (), start=1):
-        content = pj.findtext("Contenu") or ""
-        try:
-            payload = base64.b64decode(content, validate=False)
-        except (binascii.Error, ValueError):
-            continue  # an undecodable attachment stays inside the invoice XML, which is delivered
-        name = f"{deposit}_PJ{n}_{safe_name(pj.findtext('NomPJ') or 'piece', 'piece')}"
-        path = folder / f"{seq:06d}_PJ{n}"
-        path.write_bytes(payload)
-        files.append((path, name))
-    return Staged(tuple(files))
+class Deliveries:
+    """Stages and delivers the invoices of one flow. Plain string paths and a memory of the
+    folders already made: this runs for every invoice, and each avoided system call counts."""
 
+    def __init__(self, spool: Spool, flow_id: int):
+        self.spool = spool
+        self.folder = str(spool.staging(flow_id))
+        self._made: set[str] = set()
 
-def deliver(spool: Spool, staged: Staged, siret: str, code_service: str) -> Path:
-    """Move the staged files into the recipient's folder; returns the invoice's final path."""
-    target = spool.recipient_dir(siret, code_service)
-    target.mkdir(parents=True, exist_ok=True)
-    for path, name in staged.files:
-        os.replace(path, target / name)
-    return target / staged.files[0][1]
+    def _ensure(self, folder: str) -> None:
+        if folder not in self._made:
+            os.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
+
+    def stage(self, seq: int, deposit: str, raw: bytes, element: etree._Element | None) -> Staged:
+        """Write the invoice (and, for CPP, its decoded `PJ` attachments) to the staging folder."""
+        self._ensure(self.folder)
+        first = f"{self.folder}/{seq:06d}.xml"
+        with open(first, "wb") as fh:
+            fh.write(raw)
+        files = [(first, f"{deposit}.xml")]
+        for n, pj in enumerate(element.iterfind("PJ") if element is not None else (), start=1):
+            try:
+                payload = base64.b64decode(pj.findtext("Contenu") or "", validate=False)
+            except (binascii.Error, ValueError):
+                continue  # an undecodable attachment stays inside the invoice XML, which is delivered
+            path = f"{self.folder}/{seq:06d}_PJ{n}"
+            with open(path, "wb") as fh:
+                fh.write(payload)
+            files.append((path, f"{deposit}_PJ{n}_{safe_name(pj.findtext('NomPJ') or 'piece', 'piece')}"))
+        return Staged(tuple(files))
+
+    def deliver(self, staged: Staged, siret: str, code_service: str) -> str:
+        """Move the staged files into the recipient's folder; returns the invoice's final path."""
+        target = str(self.spool.recipient_dir(siret, code_service))
+        self._ensure(target)
+        for path, name in staged.files:
+            os.replace(path, f"{target}/{name}")
+        return f"{target}/{staged.files[0][1]}"

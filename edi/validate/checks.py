@@ -68,6 +68,9 @@ class Context:
     def finish(self, data: InvoiceData, document: list[Finding]) -> list[Finding]:
         """All findings of one invoice, in report order: document, platform rules, routing."""
         findings = list(document)
+        key = rules.duplicate_key(data)
+        # a key already there belongs to an earlier accepted invoice of the flow: keep it
+        known = key in self.rules.seen_in_flow
         if not any(f.code == "XSD" for f in document):
             findings += rules.check(data, self.rules)
             findings += check_routing(
@@ -77,6 +80,6 @@ class Context:
                            "code_service": data.location("code_service"), "ej": data.location("ej")},
             )
         findings = rules.apply_overrides(findings, self.rules.severity_overrides)
-        if any(f.fatal for f in findings):
-            self.rules.seen_in_flow.discard(rules.duplicate_key(data))
+        if any(f.fatal for f in findings) and not known:
+            self.rules.seen_in_flow.discard(key)
         return findings
