@@ -25,7 +25,7 @@ from edi import db, log
 from edi.config import Config
 from edi.db.models import (
     IN_PROGRESS, INTEGRATED, PARTIAL, RECEIVED, REJECTED, TERMINAL_STATES,
-    Finding as FindingRow, Flow, Invoice, Partner, Report, StatusEvent, utcnow,
+    Finding as FindingRow, Flow, Invoice, Packed, Partner, Report, StatusEvent, pack, utcnow,
 )
 from edi.ingest.intake import crash_point
 from edi.ingest.spool import Spool
@@ -73,6 +73,7 @@ class Outcome:
     interface: str = ""
     flow_ref: str = ""
     rules: list[str] = field(default_factory=list)  # schema and rule-set versions that ran
+    staging: str = ""  # the flow's scratch folder under spool/work
 
     @property
     def accepted(self) -> int:
@@ -159,7 +160,7 @@ def process(cfg: Config, flow_id: int) -> Flow | None:
     with db.session(url) as s:
         flow = s.get(Flow, flow_id)
     shutil.rmtree(spool.staging(flow_id), ignore_errors=True)
-    outcome = Outcome()
+    outcome = Outcome(staging=str(spool.staging(flow_id)))
     deliveries = delivery.Deliveries(spool, flow_id)
     lease = Lease(url, flow_id, float(cfg.data["intake"]["lease_seconds"]))
     log_ = LOG.bind(flow=flow_id, app=flow.app, file=flow.filename)
@@ -271,15 +272,15 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
     now = utcnow()
     rejected = len(outcome.invoices) - outcome.accepted
     with db.session(url) as s:
-        if outcome.invoices:
-            s.execute(insert(Invoice), [r.row for r in outcome.invoices])
+        for chunk in _chunks([r.row for r in outcome.invoices]):
+            s.execute(insert(Invoice.__table__), chunk)
         ids = dict(s.execute(select(Invoice.seq, Invoice.id).where(Invoice.flow_id == flow.id)).all())
         findings = list(outcome.flow_findings) + [f for r in outcome.invoices for f in r.findings]
         rows = [_finding_row(flow.id, None, n, f) for n, f in enumerate(outcome.flow_findings, start=1)]
         for r in outcome.invoices:
             rows += [_finding_row(flow.id, ids[r.seq], len(rows) + n, f) for n, f in enumerate(r.findings, start=1)]
-        if rows:
-            s.execute(insert(FindingRow), rows)
+        for chunk in _chunks(rows):
+            s.execute(insert(FindingRow.__table__), chunk)
         status = statut.FLOW_REJECTED if outcome.flow_findings else statut.flow_status(outcome.accepted, rejected)
         s.add(Report(
             flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
@@ -292,22 +293,26 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
             ),
         ))
         if outcome.accepted:
+            rendered = Path(outcome.staging) / "processing-report.xml"
+            rendered.parent.mkdir(parents=True, exist_ok=True)
+            with open(rendered, "wb") as fh:
+                statut.write_processing_report(
+                    fh, sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
+                    report_flow_id=_processing_id(flow.id, 1), produced_at=now,
+                    lines=_status_lines(s, flow.id, now), count=2 * outcome.accepted,
+                )
             report = Report(
                 flow_id=flow.id, app=flow.app, kind="processing", created_at=now,
                 filename=statut.processing_report_name(flow.app, _processing_id(flow.id, 1)),
-                content=statut.processing_report(
-                    sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
-                    report_flow_id=_processing_id(flow.id, 1), produced_at=now,
-                    lines=_status_lines(s, flow.id, now), count=2 * outcome.accepted,
-                ),
+                content=_packed(rendered),
             )
             s.add(report)
             s.flush()
-            s.execute(insert(StatusEvent), [
-                dict(invoice_id=ids[r.seq], code=code, at=now, producer=PLATFORM_APP, report_id=report.id,
-                     comment=r.row["certificate"] if code == DEPOSITED else "")
-                for r in outcome.invoices if r.accepted for code in (DEPOSITED, AVAILABLE)
-            ])
+            events = (dict(invoice_id=ids[r.seq], code=code, at=now, producer=PLATFORM_APP, report_id=report.id,
+                           reason="", comment=r.row["certificate"] if code == DEPOSITED else "")
+                      for r in outcome.invoices if r.accepted for code in (DEPOSITED, AVAILABLE))
+            for chunk in _chunks(events):
+                s.execute(insert(StatusEvent.__table__), chunk)
         done = s.execute(update(Flow).where(Flow.id == flow.id, Flow.owner == owner_id()).values(
             interface=outcome.interface, flow_ref=outcome.flow_ref, state=outcome.state,
             error_code=outcome.flow_findings[0].code if outcome.flow_findings else None,
@@ -319,6 +324,24 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
             raise LeaseLost()
         s.commit()
         return s.get(Flow, flow.id)
+
+
+def _packed(path: Path) -> Packed:
+    """A rendered report read and compressed piece by piece: never whole in memory."""
+    with open(path, "rb") as fh:
+        return pack(iter(lambda: fh.read(1 << 20), b""))
+
+
+def _chunks(rows, size: int = 1000):
+    """Bulk inserts a thousand rows at a time: fast, and the driver's buffers stay small."""
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _report_app(app: str) -> str:

@@ -5,10 +5,54 @@ Every decision is a row: flows and their state, invoices, findings, status event
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime, timezone
 
 from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+
+class Packed(bytes):
+    """Bytes already compressed by `pack` (a large report compressed as it is read from disk)."""
+
+
+_MARK = b"\x00Z1"  # never the start of an XML document
+
+
+def pack(chunks) -> Packed:
+    """Compress an iterable of byte chunks into the stored form of a CompressedBytes column."""
+    z = zlib.compressobj(1)
+    return Packed(_MARK + b"".join(z.compress(c) for c in chunks) + z.flush())
+
+
+class CompressedBytes(TypeDecorator):
+    """Report payloads, zlib-compressed in the database (a 10,000-invoice processing report is
+    16 MB of XML, under 2 MB stored). Values stored before compression are read back as is."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None or isinstance(value, Packed):
+            return value
+        return pack((value,))
+
+    def process_result_value(self, value, dialect):
+        return b"".join(unpack(value)) if value is not None else None
+
+
+def unpack(stored: bytes):
+    """The stored form of a CompressedBytes value, uncompressed piece by piece."""
+    stored = bytes(stored)
+    if stored[:3] != _MARK:
+        yield stored
+        return
+    z = zlib.decompressobj()
+    view = memoryview(stored)[3:]
+    for start in range(0, len(view), 1 << 18):
+        yield z.decompress(view[start:start + (1 << 18)])
+    yield z.flush()
 
 
 def utcnow() -> datetime:
@@ -151,7 +195,7 @@ class Report(SQLModel, table=True):
     app: str = Field(index=True)
     kind: str  # integration | processing
     filename: str = Field(unique=True)
-    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    content: bytes = Field(sa_column=Column(CompressedBytes, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     written_at: datetime | None = None
     retrieved_at: datetime | None = None

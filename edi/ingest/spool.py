@@ -79,16 +79,18 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_new(path: Path, data: bytes, *, durable: bool = True) -> bool:
+def write_new(path: Path, data, *, durable: bool = True) -> bool:
     """Write `data` atomically under `path` unless it exists; never overwrite.
 
     Temporary name then link(2): the final name appears complete or not at all, and an existing
     file (a report already sent) is left untouched. Returns False when `path` already existed.
+    `data` is bytes or an iterable of byte chunks (a large report is never whole in memory).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     with open(tmp, "wb") as fh:
-        fh.write(data)
+        for chunk in (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data:
+            fh.write(chunk)
         if durable:
             fh.flush()
             os.fsync(fh.fileno())

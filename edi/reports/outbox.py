@@ -8,10 +8,10 @@ A report for an application code no partner has stays in the database (`edi flow
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import LargeBinary, select, type_coerce, update
 
 from edi import db, log
-from edi.db.models import Partner, Report, utcnow
+from edi.db.models import Partner, Report, unpack, utcnow
 from edi.ingest.spool import Spool, write_new
 
 LOG = log.get("edi.reports")
@@ -37,8 +37,8 @@ def deliver_pending(url: str, spool: Spool, flow_id: int | None = None) -> int:
         if app not in known:
             continue
         with db.session(url) as s:
-            content = s.execute(select(Report.content).where(Report.id == report_id)).scalar_one()
-            created = write_new(spool.outbox(app) / filename, content)
+            stored = s.execute(select(type_coerce(Report.content, LargeBinary)).where(Report.id == report_id)).scalar_one()
+            created = write_new(spool.outbox(app) / filename, unpack(stored))
             s.execute(update(Report).where(Report.id == report_id).values(written_at=utcnow()))
             s.commit()
         LOG.info("report_written" if created else "report_already_present", app=app, file=filename)

@@ -216,15 +216,32 @@ def processing_report(
     Written as a stream (`etree.xmlfile`): with `count` given, `lines` may be a generator over
     database rows and memory stays flat whatever the number of invoices.
     """
+    buffer = io.BytesIO()
+    write_processing_report(buffer, sender_app=sender_app, recipient_app=recipient_app,
+                            report_flow_id=report_flow_id, produced_at=produced_at, lines=lines, count=count)
+    return buffer.getvalue()
+
+
+def write_processing_report(
+    out,
+    *,
+    sender_app: str,
+    recipient_app: str,
+    report_flow_id: str,
+    produced_at: datetime,
+    lines: Iterable[InvoiceStatusLine],
+    count: int | None = None,
+) -> None:
+    """`processing_report`, written to the binary file object `out` (a 10,000-invoice report is
+    16 MB: the pipeline streams it to disk rather than holding it)."""
     if count is None:
         lines = list(lines)
         count = len(lines)
     if count == 0:
         raise ValueError("a processing report needs at least one status line")
     root = _document(sender_app, recipient_app, report_flow_id, produced_at)
-    buffer = io.BytesIO()
     written = 0
-    with etree.xmlfile(buffer, encoding="UTF-8") as xf:
+    with etree.xmlfile(out, encoding="UTF-8") as xf:
         xf.write_declaration()
         with xf.element("CPPStatut", Version=VERSION):
             xf.write(root.find("Enveloppe"), pretty_print=True)
@@ -236,7 +253,7 @@ def processing_report(
                     del holder[0]
     if written != count:
         raise ValueError(f"processing report announced {count} lines, got {written}")
-    return buffer.getvalue() + b"\n"
+    out.write(b"\n")
 
 
 # ----- internals -----

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from edi import db
 from edi.config import Config
@@ -33,13 +33,16 @@ def deposited_lookup(url: str):
     that key exists (invoices rejected at integration do not count; invoices the recipient
     rejected later do — a rejected invoice is reissued under a new number)."""
     engine = db.engine_for(url)
+    # built once: building the statement for each invoice cost more than running it
+    query = (select(Invoice.id).where(Invoice.supplier_id == bindparam("supplier"),
+                                      Invoice.number == bindparam("number"), Invoice.accepted.is_(True),
+                                      Invoice.issue_date.like(bindparam("year")))
+             .limit(1))
 
     def already_deposited(supplier: str, number: str, year: int) -> bool:
-        query = (select(Invoice.id).where(Invoice.supplier_id == supplier, Invoice.number == number,
-                                          Invoice.accepted.is_(True), Invoice.issue_date.like(f"{year:04d}-%"))
-                 .limit(1))
         with engine.connect() as conn:
-            return conn.execute(query).first() is not None
+            found = conn.execute(query, {"supplier": supplier, "number": number, "year": f"{year:04d}-%"})
+            return found.first() is not None
 
     return already_deposited
 
