@@ -219,6 +219,13 @@ def _run(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliver
     flowchecks.check_size(flow.size, cfg.max_flow_bytes)
     limits = Limits(cfg.max_flow_bytes, int(cfg.data["limits"]["max_file_bytes"]))
     context = checks.Context.for_flow(cfg, name.interface, INTERFACE_SYNTAX[name.interface])
+    try:
+        _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context)
+    finally:
+        context.close()
+
+
+def _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context) -> None:
     outcome.rules = pool.rule_versions(INTERFACE_SYNTAX[name.interface], context.settings)
     pieces = read_flow(Path(flow.archive_path), name, limits, Envelope())
     if name.interface == "FSO1110A":
