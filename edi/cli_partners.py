@@ -32,10 +32,7 @@ app.add_typer(key_app, name="key")
 
 
 def _cfg(ctx: typer.Context) -> config_mod.Config:
-    root = ctx.find_root()
-    if not isinstance(root.obj, config_mod.Config):
-        root.obj = config_mod.load()
-    return root.obj
+    return config_mod.of_context(ctx)
 
 
 @app.callback()

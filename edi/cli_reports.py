@@ -25,10 +25,7 @@ app = typer.Typer(help="Comptes rendus envoyés aux partenaires : dépôt, retra
 
 
 def _cfg(ctx: typer.Context) -> config_mod.Config:
-    root = ctx.find_root()
-    if not isinstance(root.obj, config_mod.Config):
-        root.obj = config_mod.load()
-    return root.obj
+    return config_mod.of_context(ctx)
 
 
 def _push_text(p: dict | None) -> str:

@@ -24,10 +24,7 @@ app = typer.Typer(help="Règles de contrôle : catalogue, sévérités.", no_arg
 
 
 def _cfg(ctx: typer.Context) -> config_mod.Config:
-    root = ctx.find_root()
-    if not isinstance(root.obj, config_mod.Config):
-        root.obj = config_mod.load()
-    return root.obj
+    return config_mod.of_context(ctx)
 
 
 def severity_overrides(cfg: config_mod.Config) -> dict[str, str]:

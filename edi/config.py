@@ -139,3 +139,12 @@ def load(path: str | Path | None = None, environ=None) -> Config:
         raise FileNotFoundError(f"configuration file not found: {cfg_path}")
     data = _apply_env(data, environ)
     return Config(path=cfg_path.resolve() if cfg_path.exists() else None, data=data)
+
+
+def of_context(ctx) -> Config:
+    """The configuration of a CLI invocation: the root command loads it into `ctx.obj`; a
+    sub-app run on its own (tests) loads the default one."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, Config):
+        root.obj = load()
+    return root.obj

@@ -5,15 +5,17 @@ spread over worker processes (`[validation] processes`, default the number of co
 worker is started with `spawn` (never a fork of a process that may already hold a Saxon
 isolate), compiles its XSD and XSLT once, and then checks invoice after invoice.
 
-A worker compiles only what its invoices need (lazily, on its first UBL or CII invoice): warming
-both rule sets up front cost every `edi ingest` of a UBL flow ~0.2 s of CPU per worker for the
-CII stylesheet it never ran.
+Starting a worker costs about half a second (interpreter, imports, XSD, XSLT compilation), as
+much as a few hundred invoices. So the first invoice of a flow is checked in this process (a
+one-invoice flow never starts a worker); the workers are then started, once per process, and
+each compiles the rules of that syntax only (`_warm`); invoices go on being checked here until
+every worker is ready, then go to the workers in chunks. A pool that is already warm (`edi
+serve`, second flow on) takes a flow from its second invoice.
 
 Results come back in the order of the flow, whatever the pool size, so reports are
 deterministic. At most a bounded window of invoices is in flight, so memory does not grow with
-the flow. A flow's first invoices are checked in this process: a small flow never waits for
-workers to start, and CPP invoices (no schematron: XSD + extraction cost ~0.1 ms, less than
-sending them to another process) never use the pool at all.
+the flow. CPP invoices (no schematron: XSD + extraction cost ~0.1 ms, less than sending them
+to another process) never use the pool at all.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from lxml import etree
@@ -33,7 +35,6 @@ from edi.invoice import InvoiceData, extract
 from edi.validate import schematron, xsd
 from edi.validate.finding import Finding
 
-INLINE_FIRST = 32  # invoices checked here before the pool is used
 CHUNK = 16  # invoices per task sent to a worker
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
@@ -79,12 +80,24 @@ def _check_chunk(chunk: list[bytes], settings: Settings) -> list[tuple[InvoiceDa
     return [check_raw(raw, settings) for raw in chunk]
 
 
+def _warm(syntax: str, settings: Settings) -> int:
+    """In a worker: compile what checking `syntax` needs, before the first chunk arrives."""
+    kinds = ("UBL-Invoice", "UBL-CreditNote") if syntax == "UBL" else ("CII",) if syntax == "CII" else ()
+    for kind in kinds:
+        xsd.schema_for(kind)
+    if settings.schematron and syntax in ("UBL", "CII"):
+        for rules in _rulesets(syntax, settings.french):
+            rules.compile()
+    return os.getpid()
+
+
 class Pool:
     """A lazily started process pool, reused for every flow of this process."""
 
     def __init__(self, processes: int):
         self.processes = max(1, processes or os.cpu_count() or 1)
         self._executors: dict[Settings, ProcessPoolExecutor] = {}
+        self._warming: dict[tuple[Settings, str], list[Future]] = {}
 
     def _executor(self, settings: Settings) -> ProcessPoolExecutor:
         if settings not in self._executors:
@@ -93,18 +106,33 @@ class Pool:
             )
         return self._executors[settings]
 
+    def start(self, settings: Settings, syntax: str) -> list[Future]:
+        """Start the workers (once) and have them compile `syntax`'s rules; one future per worker
+        start, done when it is ready (its result is the worker's pid)."""
+        key = (settings, syntax)
+        if key not in self._warming:
+            executor = self._executor(settings)
+            self._warming[key] = [executor.submit(_warm, syntax, settings) for _ in range(self.processes)]
+        return self._warming[key]
+
     def check(self, raws: Iterable[bytes], settings: Settings) -> Iterator[tuple[InvoiceData, list[Finding]]]:
         """Check each document; yield results in input order."""
         iterator = iter(raws)
-        for n, raw in enumerate(iterator, start=1):
-            yield check_raw(raw, settings)
-            if n >= INLINE_FIRST and self.processes > 1:
-                break
+        warming: list[Future] | None = None
+        syntax = ""
+        for raw in iterator:
+            if syntax and self.processes > 1:  # a second invoice: the workers are worth starting
+                warming = warming or self.start(settings, syntax)
+                if all(f.done() for f in warming):
+                    break  # every worker is ready: this invoice and the rest go to them
+            data, findings = check_raw(raw, settings)
+            syntax = data.syntax
+            yield data, findings
         else:
             return
         executor = self._executor(settings)
         window: deque = deque()
-        chunk: list[bytes] = []
+        chunk: list[bytes] = [raw]
         for raw in iterator:
             chunk.append(raw)
             if len(chunk) == CHUNK:
@@ -121,6 +149,7 @@ class Pool:
         for executor in self._executors.values():
             executor.shutdown(wait=True, cancel_futures=True)
         self._executors.clear()
+        self._warming.clear()
 
 
 _pools: dict[int, Pool] = {}
