@@ -157,8 +157,11 @@ def ingest(
     """
     from edi.worker import ingest_paths
 
+    flows = []
     try:
-        flows = ingest_paths(_cfg(ctx), list(paths), partner)
+        for n, path in enumerate(paths, start=1):
+            with err.status(f"[{n}/{len(paths)}] traitement de {path.name}…"):  # shown in a terminal only
+                flows += ingest_paths(_cfg(ctx), [path], partner)
     except Exception as exc:  # noqa: BLE001
         log.get("edi.cli").exception("ingest_failed")
         _fail(f"échec de la plateforme : {exc}", "le flux est archivé ; relancez `edi serve` ou `edi ingest` pour le reprendre")

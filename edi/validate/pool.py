@@ -21,9 +21,12 @@ to another process) never use the pool at all.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import multiprocessing
 import os
+import sys
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -81,14 +84,40 @@ def _check_chunk(chunk: list[bytes], settings: Settings) -> list[tuple[InvoiceDa
 
 
 def _warm(syntax: str, settings: Settings) -> int:
-    """In a worker: compile what checking `syntax` needs, before the first chunk arrives."""
-    kinds = ("UBL-Invoice", "UBL-CreditNote") if syntax == "UBL" else ("CII",) if syntax == "CII" else ()
-    for kind in kinds:
+    """In a worker: compile what checking `syntax` needs, before the first chunk arrives (the
+    credit-note schema, rarer, is left to its first use)."""
+    kind = {"UBL": "UBL-Invoice", "CII": "CII"}.get(syntax)
+    if kind:
         xsd.schema_for(kind)
     if settings.schematron and syntax in ("UBL", "CII"):
         for rules in _rulesets(syntax, settings.french):
             rules.compile()
     return os.getpid()
+
+
+_main_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_hidden():
+    """While workers are spawned: hide this process's `__main__` from multiprocessing.
+
+    A spawned child first runs the parent's main module again ("safe importing of main"); for
+    `edi` that is the whole CLI (typer, SQLModel, paramiko, watchdog: ~0.5 s, ~1 s when the
+    cores are busy), before every worker start. Workers need none of it: their tasks and
+    arguments live in importable modules. Without `__spec__` and `__file__` on `__main__`,
+    multiprocessing does not ask the child to import it.
+    """
+    main = sys.modules.get("__main__")
+    with _main_lock:
+        saved = {k: main.__dict__.pop(k) for k in ("__spec__", "__file__") if main and k in main.__dict__}
+        if main is not None and "__spec__" in saved:
+            main.__spec__ = None
+        try:
+            yield
+        finally:
+            if main is not None:
+                main.__dict__.update(saved)
 
 
 class Pool:
@@ -112,7 +141,8 @@ class Pool:
         key = (settings, syntax)
         if key not in self._warming:
             executor = self._executor(settings)
-            self._warming[key] = [executor.submit(_warm, syntax, settings) for _ in range(self.processes)]
+            with _main_hidden():  # the executor spawns a worker at each of these submits
+                self._warming[key] = [executor.submit(_warm, syntax, settings) for _ in range(self.processes)]
         return self._warming[key]
 
     def check(self, raws: Iterable[bytes], settings: Settings) -> Iterator[tuple[InvoiceData, list[Finding]]]:

@@ -270,4 +270,7 @@ def for_syntax(syntax: str, french: bool = False) -> list[Schematron]:
     except KeyError:
         raise ValueError(f"unknown syntax {syntax!r}; expected UBL or CII") from None
     names = names if french else names[:1]
-    return [_instances.setdefault(n, Schematron(n)) for n in names]
+    for n in names:
+        if n not in _instances:
+            _instances[n] = Schematron(n)
+    return [_instances[n] for n in names]
