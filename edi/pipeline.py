@@ -30,7 +30,7 @@ from edi.db.models import (
 from edi.ingest.intake import crash_point
 from edi.ingest.spool import Spool
 from edi.ingest.split import Envelope, Limits, read_flow
-from edi.invoice import InvoiceData, extract
+from edi.invoice import InvoiceData
 from edi.reports import statut
 from edi.reports.outbox import unique_filename
 from edi.route import delivery
@@ -231,8 +231,7 @@ def _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context
     if name.interface == "FSO1110A":
         # CPP: checked here, element in hand (attachments are staged from it)
         for piece in pieces:
-            data = extract(piece.element)
-            found = pool.document_findings(piece.element, piece.raw, data, context.settings)
+            data, found = pool.check_raw(piece.raw, context.settings, context.rules.today, piece.element)
             _decide(deliveries, flow, outcome, context, piece.seq, piece.raw, data, found, piece.element)
             lease.renew(piece.seq)
         return
@@ -242,10 +241,10 @@ def _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context
     def feed():
         for piece in pieces:
             raws.append(piece.raw)
-            yield piece.raw
+            yield piece.raw, piece.element
 
     checker = pool.shared(int(cfg.data["validation"]["processes"]))
-    for seq, (data, found) in enumerate(checker.check(feed(), context.settings), start=1):
+    for seq, (data, found) in enumerate(checker.check(feed(), context.settings, context.rules.today), start=1):
         _decide(deliveries, flow, outcome, context, seq, raws.popleft(), data, found, None)
         lease.renew(seq)
 

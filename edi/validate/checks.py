@@ -72,24 +72,26 @@ class Context:
     def for_flow(cls, cfg: Config, interface: str, syntax: str = "") -> Context:
         validation = cfg.data["validation"]
         conf = cfg.data["rules"]
+        overrides = {str(k): str(v) for k, v in (conf.get("severity") or {}).items()}
         settings = Settings(schematron=bool(validation.get("schematron", True)),
-                            french=interface in (conf.get("french") or ()))
+                            french=interface in (conf.get("french") or ()), overrides=tuple(sorted(overrides.items())))
         rule_context = rules.RuleContext(
             today=date.today(), syntax=syntax, seen_in_flow=set(),
-            already_deposited=DepositedLookup(cfg.database_url),
-            severity_overrides={str(k): str(v) for k, v in (conf.get("severity") or {}).items()},
+            already_deposited=DepositedLookup(cfg.database_url), severity_overrides=overrides,
         )
         return cls(settings=settings, directory=Directory(cfg.database_url), ej_patterns=cfg.ej_patterns,
                    rules=rule_context)
 
     def finish(self, data: InvoiceData, document: list[Finding]) -> list[Finding]:
-        """All findings of one invoice, in report order: document, platform rules, routing."""
+        """All findings of one invoice, in report order: those of `pool.check_raw` (document,
+        then the stateless platform rules), then duplicates and routing, which need the flow's
+        memory and the database and so run here, in flow order."""
         findings = list(document)
         key = rules.duplicate_key(data)
         # a key already there belongs to an earlier accepted invoice of the flow: keep it
         known = key in self.rules.seen_in_flow
         if not any(f.code == "XSD" for f in document):
-            findings += rules.check(data, self.rules)
+            findings += rules.check(data, self.rules, codes=rules.DUPLICATE_CODES)
             findings += check_routing(
                 recipient_siret=data.recipient_siret, code_service=data.code_service, ej=data.ej,
                 directory=self.directory, ej_patterns=self.ej_patterns, invoice_number=data.number,

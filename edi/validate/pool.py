@@ -31,12 +31,16 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from datetime import date
 
 from lxml import etree
 
 from edi.invoice import InvoiceData, extract
+from edi.validate import rules as rules_mod
 from edi.validate import schematron, xsd
 from edi.validate.finding import Finding
+
+Checked = tuple[InvoiceData, list[Finding]]
 
 CHUNK = 16  # invoices per task sent to a worker
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
@@ -46,6 +50,12 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=Fals
 class Settings:
     schematron: bool = True
     french: bool = False  # BR-FR (reform Flux 2) rules on top of EN 16931
+    overrides: tuple[tuple[str, str], ...] = ()  # [rules.severity], hashable (executor key)
+
+
+# Platform rules that need nothing but the invoice: they run where the document checks run (on
+# the pool, for UBL/CII), so the parent process keeps only the duplicate rules and routing.
+STATELESS_RULES = tuple(code for code in rules_mod.RULES if code not in rules_mod.DUPLICATE_CODES)
 
 
 @functools.cache
@@ -73,14 +83,20 @@ def document_findings(element: etree._Element, raw: bytes, data: InvoiceData, se
     return findings
 
 
-def check_raw(raw: bytes, settings: Settings) -> tuple[InvoiceData, list[Finding]]:
-    element = etree.fromstring(raw, _PARSER)
+def check_raw(raw: bytes, settings: Settings, today: date, element: etree._Element | None = None) -> Checked:
+    """Everything about one invoice that needs only the invoice: extraction, XSD, schematron,
+    and the stateless platform rules (skipped when the XSD failed: its data cannot be trusted)."""
+    if element is None:
+        element = etree.fromstring(raw, _PARSER)
     data = extract(element)
-    return data, document_findings(element, raw, data, settings)
+    document = document_findings(element, raw, data, settings)
+    platform = [] if any(f.code == "XSD" for f in document) else rules_mod.check(
+        data, rules_mod.RuleContext(today=today, severity_overrides=dict(settings.overrides)), codes=STATELESS_RULES)
+    return data, document + platform
 
 
-def _check_chunk(chunk: list[bytes], settings: Settings) -> list[tuple[InvoiceData, list[Finding]]]:
-    return [check_raw(raw, settings) for raw in chunk]
+def _check_chunk(chunk: list[bytes], settings: Settings, today: date) -> list[Checked]:
+    return [check_raw(raw, settings, today) for raw in chunk]
 
 
 def _warm(syntax: str, settings: Settings) -> int:
@@ -145,17 +161,19 @@ class Pool:
                 self._warming[key] = [executor.submit(_warm, syntax, settings) for _ in range(self.processes)]
         return self._warming[key]
 
-    def check(self, raws: Iterable[bytes], settings: Settings) -> Iterator[tuple[InvoiceData, list[Finding]]]:
-        """Check each document; yield results in input order."""
-        iterator = iter(raws)
+    def check(self, pieces: Iterable[tuple[bytes, etree._Element | None]], settings: Settings,
+              today: date) -> Iterator[Checked]:
+        """Check each document (bytes, and its parsed element when the caller has it); yield
+        results in input order. Only the bytes travel to the workers."""
+        iterator = iter(pieces)
         warming: list[Future] | None = None
         syntax = ""
-        for raw in iterator:
+        for raw, element in iterator:
             if syntax and self.processes > 1:  # a second invoice: the workers are worth starting
                 warming = warming or self.start(settings, syntax)
                 if all(f.done() for f in warming):
                     break  # every worker is ready: this invoice and the rest go to them
-            data, findings = check_raw(raw, settings)
+            data, findings = check_raw(raw, settings, today, element)
             syntax = data.syntax
             yield data, findings
         else:
@@ -163,15 +181,15 @@ class Pool:
         executor = self._executor(settings)
         window: deque = deque()
         chunk: list[bytes] = [raw]
-        for raw in iterator:
+        for raw, _element in iterator:
             chunk.append(raw)
             if len(chunk) == CHUNK:
-                window.append(executor.submit(_check_chunk, chunk, settings))
+                window.append(executor.submit(_check_chunk, chunk, settings, today))
                 chunk = []
                 if len(window) >= self.processes * 3:
                     yield from window.popleft().result()
         if chunk:
-            window.append(executor.submit(_check_chunk, chunk, settings))
+            window.append(executor.submit(_check_chunk, chunk, settings, today))
         while window:
             yield from window.popleft().result()
 
