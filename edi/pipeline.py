@@ -10,12 +10,9 @@ worker at a time through a lease on its row (`owner`, `lease_until`).
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import insert, select, update
@@ -24,10 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from edi import db, log
 from edi.config import Config
 from edi.db.models import (
-    IN_PROGRESS, INTEGRATED, PARTIAL, RECEIVED, REJECTED, TERMINAL_STATES,
+    INTEGRATED, PARTIAL, REJECTED,
     Finding as FindingRow, Flow, Invoice, Packed, Partner, Report, StatusEvent, pack, utcnow,
 )
 from edi.ingest.intake import crash_point
+from edi.lease import Lease, LeaseLost, acquire, owner_id
 from edi.ingest.spool import Spool
 from edi.ingest.split import Envelope, Limits, read_flow
 from edi.invoice import InvoiceData
@@ -43,10 +41,6 @@ PLATFORM_APP = "EDI"  # Emetteur/Id of the reports the platform sends
 DEPOSITED, AVAILABLE = "01", "03"
 
 
-def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 @dataclass(slots=True)
 class InvoiceResult:
     """What the flow keeps of one invoice until its commit: its row, findings, staged files.
@@ -60,10 +54,6 @@ class InvoiceResult:
     @property
     def accepted(self) -> bool:
         return self.row["accepted"]
-
-
-class LeaseLost(Exception):
-    """Another worker took the flow over (our lease expired): stop without committing."""
 
 
 @dataclass
@@ -84,68 +74,6 @@ class Outcome:
         if self.flow_findings or not self.accepted:
             return REJECTED
         return INTEGRATED if self.accepted == len(self.invoices) else PARTIAL
-
-
-# ------------------------------------------------------------------ lease
-
-
-def _owner_dead(owner: str | None) -> bool:
-    if not owner or ":" not in owner:
-        return True
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def resumable(url: str) -> list[int]:
-    """Flows to (re)process: received, or in progress under a lease that expired or whose
-    worker on this host is gone (kill -9)."""
-    now = utcnow()
-    with db.session(url) as s:
-        rows = s.execute(
-            select(Flow.id, Flow.state, Flow.owner, Flow.lease_until)
-            .where(Flow.state.in_((RECEIVED, IN_PROGRESS)))
-            .order_by(Flow.id)
-        ).all()
-    out = []
-    for flow_id, state, owner, lease_until in rows:
-        if state == RECEIVED or lease_until is None or _aware(lease_until) < now or _owner_dead(owner):
-            out.append(flow_id)
-    return out
-
-
-def _aware(moment):
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def acquire(url: str, flow_id: int, lease_seconds: float) -> bool:
-    """Take the flow's lease; False when another live worker holds it or it is finished."""
-    now = utcnow()
-    me = owner_id()
-    with db.session(url) as s:
-        row = s.execute(select(Flow.state, Flow.owner, Flow.lease_until).where(Flow.id == flow_id)).first()
-        if row is None or row.state in TERMINAL_STATES:
-            return False
-        free = row.state == RECEIVED or row.lease_until is None or _aware(row.lease_until) < now or (
-            row.owner != me and _owner_dead(row.owner)
-        ) or row.owner == me
-        if not free:
-            return False
-        result = s.execute(
-            update(Flow)
-            .where(Flow.id == flow_id, Flow.state == row.state,
-                   Flow.owner.is_(None) if row.owner is None else Flow.owner == row.owner)
-            .values(state=IN_PROGRESS, owner=me, lease_until=now + timedelta(seconds=lease_seconds))
-        )
-        s.commit()
-        return result.rowcount == 1
 
 
 # ------------------------------------------------------------------ processing
@@ -188,25 +116,6 @@ def process(cfg: Config, flow_id: int) -> Flow | None:
     shutil.rmtree(spool.staging(flow_id), ignore_errors=True)
     log_.info("flow_done", state=flow.state, invoices=flow.invoice_count, accepted=flow.accepted_count)
     return flow
-
-
-class Lease:
-    """Renews the flow's lease while a long flow is processed, and notices if it was lost."""
-
-    EVERY = 1000  # invoices between renewals
-
-    def __init__(self, url: str, flow_id: int, seconds: float):
-        self.url, self.flow_id, self.seconds = url, flow_id, seconds
-
-    def renew(self, seq: int) -> None:
-        if seq % self.EVERY:
-            return
-        with db.session(self.url) as s:
-            done = s.execute(update(Flow).where(Flow.id == self.flow_id, Flow.owner == owner_id())
-                             .values(lease_until=utcnow() + timedelta(seconds=self.seconds)))
-            s.commit()
-        if done.rowcount != 1:
-            raise LeaseLost()
 
 
 def _run(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliveries, lease: Lease) -> None:

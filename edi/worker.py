@@ -17,7 +17,8 @@ from edi.config import Config
 from edi.db.models import Flow
 from edi.ingest import intake
 from edi.ingest.spool import Spool
-from edi.pipeline import process, resumable
+from edi.lease import resumable
+from edi.pipeline import process
 from edi.reports import push
 from edi.reports.outbox import deliver_pending
 

@@ -10,7 +10,6 @@ import base64
 from datetime import date
 from pathlib import Path
 
-import pytest
 from lxml import etree
 
 from edi import gen
