@@ -245,6 +245,20 @@ def flows_show(ctx: typer.Context, ref: str, as_json: bool = typer.Option(False,
         console.print(render_text(report["content"]), highlight=False, markup=False)
 
 
+@flows_app.command("retry")
+def flows_retry(ctx: typer.Context, ref: str):
+    """Put a flow on hold (IN_ATTENTE_RETRAITEMENT, after repeated platform errors) back in the
+    queue; `edi serve` takes it again from its archived original."""
+    from edi.worker import retry
+
+    flow = retry(_cfg(ctx).database_url, ref)
+    if flow is None:
+        _fail(f"flux {ref} introuvable", "voir `edi flows list --state IN_ATTENTE_RETRAITEMENT`")
+    if flow.state != "RECU":
+        _fail(f"le flux {ref} n'est pas en attente de retraitement (état {flow.state})")
+    console.print(f"Flux {flow.id} remis en file : `edi serve` le reprendra.", highlight=False)
+
+
 @invoices_app.command("show")
 def invoices_show(ctx: typer.Context, deposit_no: str, as_json: bool = typer.Option(False, "--json")):
     """Show one deposited invoice: routing data, status history, findings."""

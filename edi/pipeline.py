@@ -171,12 +171,14 @@ def _decide(deliveries, flow, outcome, context, seq, raw, data, found, element) 
 
 
 def _reserve_flow_id(url: str, flow: Flow, app: str, flow_ref: str) -> None:
+    """Claim APP/FLOWID for this flow (a unique key: a second flow with it is IRR_UNCITE), and
+    record its FLOWID at once so that ops can find it by that id even if it fails later."""
     key = f"{app}/{flow_ref}"
     if flow.flow_key == key:
         return
     try:
         with db.session(url) as s:
-            s.execute(update(Flow).where(Flow.id == flow.id).values(flow_key=key))
+            s.execute(update(Flow).where(Flow.id == flow.id).values(flow_key=key, flow_ref=flow_ref))
             s.commit()
     except IntegrityError:
         raise FlowRejected("IRR_UNCITE", location="nom du fichier", value=flow_ref) from None

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from edi import db, log
 from edi.config import Config
-from edi.db.models import Flow
+from edi.db.models import ON_HOLD, RECEIVED, Flow
 from edi.ingest import intake
 from edi.ingest.spool import Spool
 from edi.lease import resumable
@@ -90,12 +90,47 @@ def run_once(cfg: Config, spool: Spool, readiness: intake.Readiness, should_stop
             break
         if not _archived(cfg.database_url, flow_id):
             continue  # recorded a moment ago by another process, still being moved into the archive
-        if process(cfg, flow_id) is not None:
+        try:
+            finished = process(cfg, flow_id)
+        except Exception:  # a platform error on this flow must not block the others
+            hold_after_failure(cfg.database_url, flow_id)
+            continue
+        if finished is not None:
             done += 1
             intake.crash_point("committed")
     deliver_pending(cfg.database_url, spool)
     push.push_pending(cfg)  # partners with a remote SFTP destination; no query when there is none
     return done
+
+
+MAX_ATTEMPTS = 3
+
+
+def hold_after_failure(url: str, flow_id: int) -> None:
+    """Count a failed attempt; after MAX_ATTEMPTS the flow is put on hold (ON_HOLD) for ops.
+    Its lease is released so that the next round (or another worker) can try again meanwhile."""
+    with db.session(url) as s:
+        flow = s.get(Flow, flow_id)
+        flow.attempts += 1
+        flow.owner, flow.lease_until = None, None
+        flow.state = ON_HOLD if flow.attempts >= MAX_ATTEMPTS else RECEIVED
+        s.commit()
+    LOG.exception("flow_failed", flow=flow_id, attempts=flow.attempts, state=flow.state,
+                  hint="voir le journal ; après correction : edi flows retry " + str(flow_id))
+
+
+def retry(url: str, ref: str) -> Flow | None:
+    """`edi flows retry REF`: put a flow on hold back in the queue (attempts reset)."""
+    from edi.queries import find_flow
+
+    with db.session(url) as s:
+        flow = find_flow(s, ref)
+        if flow is None or flow.state != ON_HOLD:
+            return flow
+        flow.state, flow.attempts = RECEIVED, 0
+        s.commit()
+        s.refresh(flow)
+        return flow
 
 
 def _archived(url: str, flow_id: int) -> bool:

@@ -163,7 +163,8 @@ def wait_until_due(row, margin: float = 0.05) -> None:
 
 
 def test_retry_with_backoff_until_destination_is_up_then_delivered_once(site):
-    s = site(max_attempts=5, backoff=0.2)
+    # backoff of 1 s: long enough that "not due yet" holds on a loaded CI machine
+    s = site(max_attempts=5, backoff=1.0)
     report = add_report(s)
     with capture_logs() as logs:
         assert push.push_pending(s.cfg) == 0  # destination down: connection refused
@@ -177,9 +178,9 @@ def test_retry_with_backoff_until_destination_is_up_then_delivered_once(site):
     assert (row2.state, row2.attempts) == (push.RETRY, 2)
     first, second = history(row2)
     assert not first["ok"] and not second["ok"] and first["error"]
-    # exponential: the second wait is twice the first (0.2 s, then 0.4 s)
+    # exponential: the second wait is twice the first (1 s, then 2 s)
     waited = row2.next_at.timestamp() - row.next_at.timestamp()
-    assert waited >= 0.4
+    assert waited >= 2.0
     s.dest.start()
     wait_until_due(row2)
     with capture_logs() as logs2:
@@ -193,7 +194,7 @@ def test_retry_with_backoff_until_destination_is_up_then_delivered_once(site):
     assert push.push_pending(s.cfg) == 0  # delivered: never again
     assert len(s.dest.uploads) == 1
     failed = [e for e in logs if e["event"] == "report_push_failed"]
-    assert failed and failed[0]["file"] == REPORT and failed[0]["attempt"] == 1 and failed[0]["retry_in"] == 0.2
+    assert failed and failed[0]["file"] == REPORT and failed[0]["attempt"] == 1 and failed[0]["retry_in"] == 1.0
     assert [e["attempt"] for e in logs2 if e["event"] == "report_pushed"] == [3]
 
 

@@ -66,6 +66,10 @@ INTEGRATED = "IN_INTEGRE"
 PARTIAL = "IN_INTEGRE_PARTIEL"
 REJECTED = "IN_REJETE"
 TERMINAL_STATES = (INTEGRATED, PARTIAL, REJECTED)
+# A flow whose processing failed on a platform error MAX_ATTEMPTS times waits for ops
+# (`edi flows retry REF`), as Chorus Pro's IN_EN_ATTENTE_RETRAITEMENT_CPP, instead of
+# blocking the queue.
+ON_HOLD = "IN_ATTENTE_RETRAITEMENT"
 
 
 class Partner(SQLModel, table=True):
@@ -94,6 +98,7 @@ class Flow(SQLModel, table=True):
     error_code: str | None = None  # the IRR_* code when irrecevable
     invoice_count: int = 0
     accepted_count: int = 0
+    attempts: int = 0  # processing attempts that failed on a platform error
     owner: str | None = None  # host:pid of the worker holding the lease
     lease_until: datetime | None = None
     received_at: datetime = Field(default_factory=utcnow, index=True)
