@@ -6,8 +6,9 @@ folders, the database rows (read with the stdlib sqlite3 module) and the log eve
 
 Crash points: `EDI_TEST_CRASH_AT=<point>` (edi.ingest.intake.crash_point) makes the process die
 with `os._exit(137)` right there, as `kill -9` would — `claimed` (file in work/, no row yet),
-`recorded` (row committed, file not yet archived), `committed` (flow outcome committed, reports
-not yet written). "During processing" is a real SIGKILL sent once the flow's staging folder fills.
+`recorded` (row committed, file not yet archived), `delivered` (accepted invoices moved into the
+recipients' folders, nothing committed), `committed` (flow outcome committed, reports not yet
+written). "During processing" is a real SIGKILL sent once the flow's staging folder fills.
 """
 
 from __future__ import annotations
@@ -269,13 +270,18 @@ def _crash_state(site: Site, point: str, name: str) -> None:
         assert [r[1] for r in site.query("SELECT id, state FROM flow")] == ["EN_COURS"]
         assert site.query("SELECT count(*) FROM invoice") == [(0,)]
         assert site.reports("") == []
+    elif point == "delivered":
+        # the files are with the recipients, but the database knows nothing of them yet
+        assert [r[1] for r in site.query("SELECT id, state FROM flow")] == ["EN_COURS"]
+        assert site.query("SELECT count(*) FROM invoice") == [(0,)] and site.reports("") == []
+        assert len([p for p in _files(site.spool / "recipients") if "_PJ" not in p.name]) > 0
     elif point == "committed":
         assert [r[1] for r in site.query("SELECT id, state FROM flow")] == ["IN_INTEGRE_PARTIEL"]
         assert site.query("SELECT count(*) FROM report WHERE written_at IS NULL") == [(2,)]
         assert site.reports("") == []
 
 
-@pytest.mark.parametrize("point", ["claimed", "recorded", "processing", "committed"])
+@pytest.mark.parametrize("point", ["claimed", "recorded", "processing", "delivered", "committed"])
 def test_crash_and_resume(site, big_flow, point):
     name = big_flow.path.name
     if point == "processing":
