@@ -60,7 +60,7 @@ class Spool:
         return self.work / f"flow-{flow_id}"
 
     def ensure(self, apps=()) -> None:
-        for folder in (self.work, self.root / "archive", self.root / "recipients"):
+        for folder in (self.work, self.root / "archive", self.root / "recipients", self.root / "partners"):
             folder.mkdir(parents=True, exist_ok=True)
         for app in apps:
             self.inbox(app).mkdir(parents=True, exist_ok=True)
