@@ -101,15 +101,20 @@ def write_config(site: Path, processes: int, schematron: bool) -> Path:
     return cfg
 
 
-def ingest(flow, work: Path, name: str, processes: int, schematron: bool, env: dict,
-           profile: Path | None = None) -> dict:
-    """Fresh site, directory imported, then `edi ingest FLOW` timed; returns wall/cpu and outcome."""
-    site = work / name
+def new_site(flow, site: Path, processes: int, schematron: bool, env: dict) -> Path:
+    """An empty site (spool + SQLite) with its configuration and the flow's directory imported."""
     shutil.rmtree(site, ignore_errors=True)
     site.mkdir(parents=True)
     cfg = write_config(site, processes, schematron)
     subprocess.run([*EDI, "--config", str(cfg), "directory", "import", str(flow.structures_csv),
                     "--services", str(flow.services_csv)], check=True, stdout=subprocess.DEVNULL, env=env)
+    return cfg
+
+
+def ingest(flow, work: Path, name: str, processes: int, schematron: bool, env: dict,
+           profile: Path | None = None) -> dict:
+    """Fresh site, directory imported, then `edi ingest FLOW` timed; returns wall/cpu and outcome."""
+    cfg = new_site(flow, work / name, processes, schematron, env)
     cmd = [*EDI, "--config", str(cfg), "ingest", str(flow.path)]
     if profile is not None:
         cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "edi.cli", *cmd[len(EDI):]]
@@ -153,12 +158,7 @@ def warm_run(cfg_path: str, warm_flow: str, flow: str) -> None:
 
 
 def warm(flow, warm_flow, work: Path, name: str, processes: int, env: dict) -> dict:
-    site = work / name
-    shutil.rmtree(site, ignore_errors=True)
-    site.mkdir(parents=True)
-    cfg = write_config(site, processes, True)
-    subprocess.run([*EDI, "--config", str(cfg), "directory", "import", str(flow.structures_csv),
-                    "--services", str(flow.services_csv)], check=True, stdout=subprocess.DEVNULL, env=env)
+    cfg = new_site(flow, work / name, processes, True, env)
     out = subprocess.run([sys.executable, __file__, "--warm-run", str(cfg), str(warm_flow.path), str(flow.path)],
                          check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -19,6 +19,7 @@ from rich.table import Table
 from edi import config as config_mod
 from edi import log
 from edi.config import Config
+from edi.db.models import RECEIVED
 
 app = typer.Typer(help="Plateforme de réception de flux de factures (mode EDI Chorus Pro).", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
@@ -37,6 +38,11 @@ err = Console(stderr=True)
 
 def _cfg(ctx: typer.Context) -> Config:
     return ctx.obj
+
+
+def _print_json(data) -> None:
+    """`--json` output: for scripts, on stdout, nothing else there (logs go to stderr)."""
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
 
 
 def _fail(message: str, hint: str = "") -> None:
@@ -70,7 +76,7 @@ def config_show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     data["_resolved"] = {"config_file": str(cfg.path) if cfg.path else None,
                          "spool_root": str(cfg.spool_root), "database_url": cfg.database_url}
     if as_json:
-        print(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+        _print_json(data)
         return
     for section, values in data.items():
         if isinstance(values, dict):
@@ -122,8 +128,7 @@ def directory_show(ctx: typer.Context, siret: str, as_json: bool = typer.Option(
         _fail(f"SIRET {siret} absent de l'annuaire", "importez l'annuaire à jour avec `edi directory import`")
     structure, services = found
     if as_json:
-        print(json.dumps({"structure": asdict(structure), "services": [asdict(s) for s in services]},
-                         ensure_ascii=False, indent=2))
+        _print_json({"structure": asdict(structure), "services": [asdict(s) for s in services]})
         return
     console.print(f"[bold]{structure.siret}[/bold] {structure.name} — "
                   f"{'active' if structure.active else 'INACTIVE'}", highlight=False)
@@ -155,13 +160,15 @@ def ingest(
     Exit 0 when every flow was processed (accepted or rejected); non-zero only when the platform
     itself failed.
     """
-    from edi.worker import ingest_paths
+    from edi.worker import ingest_one, prepare
 
     flows = []
     try:
+        spool = prepare(_cfg(ctx))
         for n, path in enumerate(paths, start=1):
             with err.status(f"[{n}/{len(paths)}] traitement de {path.name}…"):  # shown in a terminal only
-                flows += ingest_paths(_cfg(ctx), [path], partner)
+                if (flow := ingest_one(_cfg(ctx), spool, path, partner)) is not None:
+                    flows.append(flow)
     except Exception as exc:  # noqa: BLE001
         log.get("edi.cli").exception("ingest_failed")
         _fail(f"échec de la plateforme : {exc}", "le flux est archivé ; relancez `edi serve` ou `edi ingest` pour le reprendre")
@@ -211,11 +218,11 @@ def flows_list(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """List flows, newest first."""
-    from edi import queries as inspect_mod
+    from edi import queries
 
-    rows = inspect_mod.list_flows(_cfg(ctx).database_url, partner=partner, state=state, since=since, limit=limit)
+    rows = queries.list_flows(_cfg(ctx).database_url, partner=partner, state=state, since=since, limit=limit)
     if as_json:
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        _print_json(rows)
         return
     table = Table("Id", "Reçu le", "Émetteur", "Fichier", "État", "Factures", "Acceptées", "Code")
     for r in rows:
@@ -227,20 +234,20 @@ def flows_list(
 @flows_app.command("show")
 def flows_show(ctx: typer.Context, ref: str, as_json: bool = typer.Option(False, "--json")):
     """Show one flow (FLOWID or internal id): state, reports, invoices and findings."""
-    from edi import queries as inspect_mod
+    from edi import queries
     from edi.reports.render import render_text
 
-    detail = inspect_mod.flow_detail(_cfg(ctx).database_url, ref)
+    detail = queries.flow_detail(_cfg(ctx).database_url, ref)
     if detail is None:
         _fail(f"flux {ref} introuvable", "donnez l'identifiant de flux (25 caractères) ou l'id interne ; voir `edi flows list`")
     if as_json:
-        print(json.dumps(detail, ensure_ascii=False, indent=2))
+        _print_json(detail)
         return
     console.print(f"[bold]Flux {detail['id']}[/bold] {detail['filename']} — {detail['state']}"
                   f" ({detail['accepted_count']}/{detail['invoice_count']} acceptées)", highlight=False)
     console.print(f"  reçu le {detail['received_at']} ; archive : {detail['archive_path']} ; sha256 {detail['sha256']}",
                   highlight=False)
-    for report in inspect_mod.report_contents(_cfg(ctx).database_url, detail["id"]):
+    for report in queries.report_contents(_cfg(ctx).database_url, detail["id"]):
         console.print(f"\n[bold]{report['filename']}[/bold]", highlight=False)
         console.print(render_text(report["content"]), highlight=False, markup=False)
 
@@ -254,7 +261,7 @@ def flows_retry(ctx: typer.Context, ref: str):
     flow = retry(_cfg(ctx).database_url, ref)
     if flow is None:
         _fail(f"flux {ref} introuvable", "voir `edi flows list --state IN_ATTENTE_RETRAITEMENT`")
-    if flow.state != "RECU":
+    if flow.state != RECEIVED:
         _fail(f"le flux {ref} n'est pas en attente de retraitement (état {flow.state})")
     console.print(f"Flux {flow.id} remis en file : `edi serve` le reprendra.", highlight=False)
 
@@ -262,13 +269,13 @@ def flows_retry(ctx: typer.Context, ref: str):
 @invoices_app.command("show")
 def invoices_show(ctx: typer.Context, deposit_no: str, as_json: bool = typer.Option(False, "--json")):
     """Show one deposited invoice: routing data, status history, findings."""
-    from edi import queries as inspect_mod
+    from edi import queries
 
-    detail = inspect_mod.invoice_detail(_cfg(ctx).database_url, deposit_no)
+    detail = queries.invoice_detail(_cfg(ctx).database_url, deposit_no)
     if detail is None:
         _fail(f"facture déposée {deposit_no} introuvable", "le numéro de dépôt figure dans le compte rendu de traitement (ComplementStatut)")
     if as_json:
-        print(json.dumps(detail, ensure_ascii=False, indent=2))
+        _print_json(detail)
         return
     console.print(f"[bold]Facture {detail['number']}[/bold] — dépôt {detail['deposit_no']} — statut {detail['status']}",
                   highlight=False)
@@ -281,18 +288,16 @@ def invoices_show(ctx: typer.Context, deposit_no: str, as_json: bool = typer.Opt
         console.print(f"  ! {f['code']} [{f['reason']}] {f['message']} — {f['location']}", highlight=False, markup=False)
 
 
-def _register_optional() -> None:
-    """Sub-apps owned by their own modules (partners, ...)."""
-    from edi import cli_partners, cli_rules
+def _register_sub_apps() -> None:
+    """Sub-apps owned by their own modules (partners, reports, rules)."""
+    from edi import cli_partners, cli_reports, cli_rules
 
     app.add_typer(cli_partners.app, name="partners")
-    app.add_typer(cli_rules.app, name="rules")
-    from edi import cli_reports
-
     app.add_typer(cli_reports.app, name="reports")
+    app.add_typer(cli_rules.app, name="rules")
 
 
-_register_optional()
+_register_sub_apps()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

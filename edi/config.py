@@ -39,20 +39,10 @@ DEFAULTS: dict = {
 }
 
 
-@dataclass(frozen=True)
-class Partner:
-    app: str
-    name: str
-    interfaces: tuple[str, ...]
-
-
 @dataclass
 class Config:
     path: Path | None
     data: dict = field(default_factory=dict)
-
-    def get(self, section: str, key: str):
-        return self.data.get(section, {}).get(key)
 
     @property
     def base_dir(self) -> Path:
@@ -83,17 +73,6 @@ class Config:
     @property
     def ej_patterns(self) -> dict[str, str]:
         return {str(k): str(v) for k, v in (self.data["directory"].get("ej_patterns") or {}).items()}
-
-    @property
-    def partners(self) -> list[Partner]:
-        return [
-            Partner(
-                app=str(p["app"]),
-                name=str(p.get("name", p["app"])),
-                interfaces=tuple(p.get("interfaces") or ()),
-            )
-            for p in self.data.get("partners", [])
-        ]
 
 
 def _merge(base: dict, extra: dict) -> dict:

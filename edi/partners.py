@@ -36,11 +36,12 @@ import structlog
 from sqlmodel import select
 
 from edi import db
-from edi.db.models import Partner, PartnerKey, ReportPurge
+from edi.db.models import Partner, PartnerKey, ReportPurge, utcnow
+from edi.validate.flowchecks import INTERFACES as FLOW_INTERFACES
 
 log = structlog.get_logger("edi.partners")
 
-INTERFACES = ("FSO1100A", "FSO1106A", "FSO1110A")  # design: "Flow file names"
+INTERFACES = tuple(FLOW_INTERFACES)  # design: "Flow file names"
 APP_RE = re.compile(r"^[A-Z0-9]{3,8}$")
 REPORTS_DEFAULTS = {"retention_days": 7}
 
@@ -327,7 +328,7 @@ def purge_reports(cfg, now: datetime | None = None) -> list[Path]:
     Age is the file's modification time (when the report was made available). Symbolic links
     and folders are left alone. Returns the purged paths.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or utcnow()
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     limit = (now - retention(cfg)).timestamp()

@@ -27,7 +27,7 @@ from edi.db.models import (
 from edi.ingest.intake import crash_point
 from edi.lease import Lease, LeaseLost, acquire, owner_id
 from edi.ingest.spool import Spool
-from edi.ingest.split import Envelope, Limits, read_flow
+from edi.ingest.split import Limits, read_flow
 from edi.invoice import InvoiceData
 from edi.reports import statut
 from edi.reports.outbox import unique_filename
@@ -38,7 +38,7 @@ from edi.validate.flowchecks import INTERFACES as INTERFACE_SYNTAX, FlowRejected
 
 LOG = log.get("edi.pipeline")
 PLATFORM_APP = "EDI"  # Emetteur/Id of the reports the platform sends
-DEPOSITED, AVAILABLE = "01", "03"
+DEPOSITED, AVAILABLE = statut.INVOICE_DEPOSITED, statut.INVOICE_AVAILABLE
 
 
 @dataclass(slots=True)
@@ -136,7 +136,7 @@ def _run(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliver
 
 def _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context) -> None:
     outcome.rules = pool.rule_versions(INTERFACE_SYNTAX[name.interface], context.settings)
-    pieces = read_flow(Path(flow.archive_path), name, limits, Envelope())
+    pieces = read_flow(Path(flow.archive_path), name, limits)
     if name.interface == "FSO1110A":
         # CPP: checked here, element in hand (attachments are staged from it)
         for piece in pieces:

@@ -22,6 +22,7 @@ from edi import config as config_mod
 from edi import db, log
 from edi.config import Config
 from edi.ingest import intake
+from edi.ingest.spool import Spool
 from edi.worker import prepare, run_once
 
 LOG = log.get("edi.serve")
@@ -36,10 +37,9 @@ class _Wake(FileSystemEventHandler):
             self.event.set()
 
 
-def _loop(cfg: Config, stop: threading.Event, wake: threading.Event, readiness: intake.Readiness | None = None) -> None:
-    spool = prepare(cfg)
-    readiness = readiness or intake.Readiness(float(cfg.data["intake"]["settle_seconds"]))
-    intake.recover(cfg.database_url, spool)
+def _loop(cfg: Config, spool: Spool, stop: threading.Event, wake: threading.Event,
+          readiness: intake.Readiness) -> None:
+    """Rounds until stopped; each round starts by finishing what a crash left (`run_once`)."""
     poll = float(cfg.data["intake"]["poll_seconds"])
     while not stop.is_set():
         wake.clear()
@@ -49,6 +49,10 @@ def _loop(cfg: Config, stop: threading.Event, wake: threading.Event, readiness: 
             LOG.exception("worker_round_failed")
             stop.wait(poll)
         wake.wait(poll)
+
+
+def _readiness(cfg: Config) -> intake.Readiness:
+    return intake.Readiness(float(cfg.data["intake"]["settle_seconds"]))
 
 
 def _worker_process(config_path, stop_event) -> None:
@@ -64,7 +68,7 @@ def _worker_process(config_path, stop_event) -> None:
         stop.set()
 
     threading.Thread(target=_watch, daemon=True).start()
-    _loop(cfg, stop, threading.Event())
+    _loop(cfg, prepare(cfg), stop, threading.Event(), _readiness(cfg))
 
 
 def serve(cfg: Config) -> None:
@@ -82,7 +86,7 @@ def serve(cfg: Config) -> None:
     observer = Observer()
     observer.schedule(_Wake(wake), str(spool.root / "partners"), recursive=True)
     observer.start()
-    readiness = intake.Readiness(float(cfg.data["intake"]["settle_seconds"]))
+    readiness = _readiness(cfg)
     sftp = _start_sftp(cfg, wake, readiness)
     extra = []
     mp_stop = None
@@ -98,7 +102,7 @@ def serve(cfg: Config) -> None:
              sftp=f"{cfg.data['sftp'].get('host', '127.0.0.1')}:{sftp.port}" if sftp else None,
              host_key=getattr(sftp, "fingerprint", None))
     try:
-        _loop(cfg, stop, wake, readiness)
+        _loop(cfg, spool, stop, wake, readiness)
     finally:
         observer.stop()
         if sftp:

@@ -50,18 +50,20 @@ def inbox_app(spool: Spool, path: Path) -> str | None:
 def ingest_paths(cfg: Config, paths: list[Path], partner: str | None = None) -> list[Flow]:
     """`edi ingest`: take each path now (no settle delay), process it, write its reports."""
     spool = prepare(cfg)
-    flows = []
-    for path in paths:
-        in_box = inbox_app(spool, path)
-        match = _APP_IN_NAME.match(path.name)
-        app = partner or in_box or (match.group(1) if match else "INCONNU")
-        flow = intake.take(cfg.database_url, spool, path, app, move=in_box is not None, origin="cli")
-        if flow is None:
-            continue
-        done = process(cfg, flow.id)
-        deliver_pending(cfg.database_url, spool, flow.id)
-        flows.append(done or flow)
-    return flows
+    return [flow for path in paths if (flow := ingest_one(cfg, spool, path, partner)) is not None]
+
+
+def ingest_one(cfg: Config, spool: Spool, path: Path, partner: str | None = None) -> Flow | None:
+    """One flow of `edi ingest` on a prepared platform; None when another process took it."""
+    in_box = inbox_app(spool, path)
+    match = _APP_IN_NAME.match(path.name)
+    app = partner or in_box or (match.group(1) if match else "INCONNU")
+    flow = intake.take(cfg.database_url, spool, path, app, move=in_box is not None, origin="cli")
+    if flow is None:
+        return None
+    done = process(cfg, flow.id)
+    deliver_pending(cfg.database_url, spool, flow.id)
+    return done or flow
 
 
 def scan_inboxes(cfg: Config, spool: Spool, readiness: intake.Readiness) -> list[int]:

