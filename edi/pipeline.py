@@ -26,14 +26,14 @@ from edi.db.models import (
 )
 from edi.ingest.intake import crash_point
 from edi.lease import Lease, LeaseLost, acquire, owner_id
-from edi.ingest.spool import Spool
+from edi.spool import Spool
 from edi.ingest.split import Limits, read_flow
 from edi.invoice import InvoiceData
 from edi.reports import statut
 from edi.reports.outbox import unique_filename
 from edi.route import delivery
 from edi.validate import checks, flowchecks, pool
-from edi.validate.finding import Finding
+from edi.finding import Finding
 from edi.validate.flowchecks import INTERFACES as INTERFACE_SYNTAX, FlowRejected
 
 LOG = log.get("edi.pipeline")

@@ -22,7 +22,7 @@ from edi import config as config_mod
 from edi import db, log
 from edi.config import Config
 from edi.ingest import intake
-from edi.ingest.spool import Spool
+from edi.spool import Spool
 from edi.worker import prepare, run_once
 
 LOG = log.get("edi.serve")

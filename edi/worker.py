@@ -16,7 +16,7 @@ from edi import db, log
 from edi.config import Config
 from edi.db.models import ON_HOLD, RECEIVED, Flow
 from edi.ingest import intake
-from edi.ingest.spool import Spool
+from edi.spool import Spool
 from edi.lease import resumable
 from edi.pipeline import process
 from edi.reports import push

@@ -29,7 +29,7 @@ from structlog.testing import capture_logs
 from edi import config as config_mod
 from edi import db, gen
 from edi.db.models import Flow
-from edi.ingest.spool import Spool
+from edi.spool import Spool
 from edi.queries import flow_detail, report_contents
 from edi.reports.statut import load_schema
 from edi.route.directory import import_directory

@@ -16,7 +16,7 @@ from edi import cli_rules
 from edi import config as config_mod
 from edi.route import routing
 from edi.validate import catalogue, flowchecks, rules, schematron
-from edi.validate.finding import FATAL, WARNING
+from edi.finding import FATAL, WARNING
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "rules.md"

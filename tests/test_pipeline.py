@@ -13,7 +13,7 @@ from pathlib import Path
 from lxml import etree
 
 from edi import gen
-from edi.ingest.spool import safe_name
+from edi.spool import safe_name
 from edi.route import routing
 from tests.helpers import (
     DEMO,

@@ -27,7 +27,7 @@ from edi import db, partners
 from edi.db.models import Report, ReportPush
 from edi.ingest import intake
 from edi.ingest.sftp import SftpService, load_host_key
-from edi.ingest.spool import Spool
+from edi.spool import Spool
 from edi.reports import push
 from edi.reports.outbox import deliver_pending
 from edi.worker import prepare, run_once

@@ -28,7 +28,7 @@ from edi.reports.statut import (
     load_schema,
     processing_report,
 )
-from edi.validate.finding import Finding
+from edi.finding import Finding
 
 PARIS = timezone(timedelta(hours=1))
 AT = datetime(2026, 3, 1, 10, 30, 5, tzinfo=PARIS)

@@ -22,7 +22,7 @@ from stdnum import luhn
 
 from edi.invoice import extract
 from edi.validate import rules
-from edi.validate.finding import FATAL, WARNING, Finding
+from edi.finding import FATAL, WARNING, Finding
 from edi.validate.rules import RULES, RuleContext, check
 
 SAMPLES = Path(__file__).parent / "samples"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from edi.validate import schematron
-from edi.validate.finding import FATAL, WARNING
+from edi.finding import FATAL, WARNING
 from edi.validate.schematron import Schematron, SchematronError, for_syntax, reason_for
 
 SAMPLES = Path(__file__).parent / "samples" / "schematron"

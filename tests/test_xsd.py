@@ -12,7 +12,7 @@ import pytest
 from lxml import etree
 
 from edi.validate import xsd
-from edi.validate.finding import FATAL
+from edi.finding import FATAL
 
 SAMPLES = Path(__file__).parent / "samples" / "schematron"
 UBL = (SAMPLES / "ubl_invoice.xml").read_text(encoding="utf-8")

@@ -12,7 +12,7 @@ file, so a `recover()` in another live process (a second `edi serve`, a worker p
 records a file whose claimer is still at work; the kernel drops the lock when the claimer dies.
 
 Readiness in `in/` (watcher events are only hints): a file is taken when its name is not an
-upload in progress (see `edi.ingest.spool`) and its size and mtime are unchanged since the
+upload in progress (see `edi.spool`) and its size and mtime are unchanged since the
 previous scan and older than `[intake] settle_seconds`; the SFTP server, which knows when an
 upload is complete, hands files over directly.
 """
@@ -32,7 +32,7 @@ from sqlalchemy import select
 
 from edi import db, log
 from edi.db.models import RECEIVED, Flow, utcnow
-from edi.ingest.spool import Spool, fsync_dir, in_progress
+from edi.spool import Spool, fsync_dir, in_progress
 
 LOG = log.get("edi.intake")
 _SEP = "__"

@@ -74,7 +74,7 @@ from sqlmodel import select
 from edi import db
 from edi import partners as partners_mod
 from edi.db.models import Partner, PartnerKey, Report, ReportDownload, utcnow
-from edi.ingest.spool import in_progress
+from edi.spool import in_progress
 
 log = structlog.get_logger("edi.sftp")
 

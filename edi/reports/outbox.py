@@ -12,7 +12,7 @@ from sqlalchemy import LargeBinary, select, type_coerce, update
 
 from edi import db, log
 from edi.db.models import Partner, Report, unpack, utcnow
-from edi.ingest.spool import Spool, write_new
+from edi.spool import Spool, write_new
 
 LOG = log.get("edi.reports")
 

@@ -43,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 
 from edi import db, log
 from edi.db.models import Partner, Report, ReportPush, utcnow
-from edi.ingest.spool import Spool, write_new
+from edi.spool import Spool, write_new
 
 LOG = log.get("edi.push")
 

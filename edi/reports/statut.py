@@ -26,7 +26,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from edi.validate.finding import Finding
+from edi.finding import Finding
 
 VERSION = "V1_19"
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "CPPStatut_V1_19.xsd"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from edi.ingest.spool import Spool, safe_name
+from edi.spool import Spool, safe_name
 
 
 def deposit_number(flow_id: int, seq: int) -> str:

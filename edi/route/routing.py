@@ -27,7 +27,7 @@ from typing import NamedTuple, Protocol
 
 from stdnum.fr import siret as stdnum_siret
 
-from edi.validate.finding import Finding
+from edi.finding import Finding
 
 
 class Rule(NamedTuple):

@@ -29,7 +29,7 @@ from types import MappingProxyType
 
 from edi.route import routing
 from edi.validate import flowchecks, rules, schematron, xsd
-from edi.validate.finding import FATAL
+from edi.finding import FATAL
 
 FLUX, FACTURE = "flux", "facture"
 

@@ -22,7 +22,7 @@ from edi.invoice import InvoiceData
 from edi.route.directory import Directory
 from edi.route.routing import check_routing
 from edi.validate import rules
-from edi.validate.finding import Finding
+from edi.finding import Finding
 from edi.validate.pool import Settings
 
 

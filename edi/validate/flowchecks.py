@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from edi.validate.finding import Finding
+from edi.finding import Finding
 
 INTERFACES = {
     "FSO1100A": "UBL",  # E1 UBL 2.1 Invoice / CreditNote

@@ -37,7 +37,7 @@ from lxml import etree
 from edi.invoice import InvoiceData, extract
 from edi.validate import rules as rules_mod
 from edi.validate import schematron, xsd
-from edi.validate.finding import Finding
+from edi.finding import Finding
 
 Checked = tuple[InvoiceData, list[Finding]]
 

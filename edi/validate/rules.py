@@ -78,7 +78,7 @@ from stdnum.eu import vat as eu_vat
 
 from edi.invoice import CII_SYNTAX, CPP, UBL, InvoiceData
 from edi.route.routing import siret_shape_error
-from edi.validate.finding import FATAL, WARNING, Finding
+from edi.finding import FATAL, WARNING, Finding
 
 OFF = "off"
 SEVERITIES = (FATAL, WARNING, OFF)  # values allowed in `[rules.severity]`

@@ -52,7 +52,7 @@ from typing import Any
 
 from lxml import etree
 
-from edi.validate.finding import FATAL, WARNING, Finding
+from edi.finding import FATAL, WARNING, Finding
 from edi.validate.xsd import official_dir
 
 SVRL_NS = "http://purl.oclc.org/dsdl/svrl"

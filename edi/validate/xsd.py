@@ -38,7 +38,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from edi.validate.finding import FATAL, Finding
+from edi.finding import FATAL, Finding
 
 #: Project-owned XSDs: <repo>/schemas (edi/validate/xsd.py -> parents[2] is the repo root).
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
