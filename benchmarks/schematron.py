@@ -146,7 +146,7 @@ def warm_run(cfg_path: str, warm_flow: str, flow: str) -> None:
     cfg = config.load(cfg_path)
     log.configure("json", "warning")
     ingest_paths(cfg, [Path(warm_flow)])
-    processes = int(cfg.data["validation"]["processes"])
+    processes = cfg.validation.processes
     if processes > 1:
         for future in pool.shared(processes).start(pool.Settings(), "UBL"):
             future.result()

@@ -57,11 +57,10 @@ def main(
 ):
     try:
         cfg = config_mod.load(config)
-    except FileNotFoundError as exc:
-        _fail(str(exc), "vérifiez --config ou EDI_CONFIG")
-    except Exception as exc:  # noqa: BLE001 - a broken file must say where, not crash
-        _fail(f"configuration illisible : {exc}", "corrigez le fichier TOML indiqué")
-    log.configure(cfg.data["logging"]["format"], cfg.data["logging"]["level"])
+    except config_mod.ConfigError as exc:  # one line naming file, section, key; nothing touched yet
+        err.print(str(exc), highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2)
+    log.configure(cfg.logging.format, cfg.logging.level)
     ctx.obj = cfg
 
 
@@ -72,7 +71,7 @@ def main(
 def config_show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")):
     """Print the effective configuration (file, defaults and EDI_* overrides)."""
     cfg = _cfg(ctx)
-    data = dict(cfg.data)
+    data = cfg.model_dump(mode="json")
     data["_resolved"] = {"config_file": str(cfg.path) if cfg.path else None,
                          "spool_root": str(cfg.spool_root), "database_url": cfg.database_url}
     if as_json:

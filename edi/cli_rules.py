@@ -29,8 +29,7 @@ def _cfg(ctx: typer.Context) -> config_mod.Config:
 
 def severity_overrides(cfg: config_mod.Config) -> dict[str, str]:
     """`[rules.severity]` of the configuration (code -> fatal | warning | off)."""
-    table = (cfg.data.get("rules") or {}).get("severity") or {}
-    return {str(k): str(v) for k, v in table.items()}
+    return dict(cfg.rules.severity)
 
 
 @app.callback()

@@ -11,7 +11,7 @@ Configuration keys read here:
   `authorized_keys` lines) and `key_files` (list of public-key files, relative to the project
   directory). Loading adds missing partners and keys, updates name and interfaces, and never
   re-enables a partner disabled in the database.
-- `[reports] retention_days` (default 7): a file in a partner's `out/` older than this is purged
+- `[reports] retention_days` (default in edi/config.py: 7): a file in a partner's `out/` older than this is purged
   (Chorus Pro purges made-available files after 7 days, reference §1.6).
 
 Passwords are optional and stored only as a salted scrypt hash:
@@ -43,7 +43,6 @@ log = structlog.get_logger("edi.partners")
 
 INTERFACES = tuple(FLOW_INTERFACES)  # design: "Flow file names"
 APP_RE = re.compile(r"^[A-Z0-9]{3,8}$")
-REPORTS_DEFAULTS = {"retention_days": 7}
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
@@ -293,10 +292,10 @@ def load_from_config(cfg) -> list[str]:
     """Bring the `[[partners]]` of the configuration into the database; returns their codes."""
     apps = []
     with db.session(cfg.database_url) as s:
-        for entry in cfg.data.get("partners", []) or []:
-            app = _check_app(str(entry["app"]))
-            codes = _check_interfaces(entry.get("interfaces") or ())
-            name = str(entry.get("name", app))
+        for entry in cfg.partners:
+            app = _check_app(entry.app)
+            codes = _check_interfaces(entry.interfaces)
+            name = entry.name or app
             partner = s.get(Partner, app)
             if partner is None:
                 partner = Partner(app=app, name=name, interfaces=codes, enabled=True)
@@ -305,9 +304,9 @@ def load_from_config(cfg) -> list[str]:
                 partner.name, partner.interfaces = name, codes
             s.add(partner)
             s.flush()
-            keys = [parse_key_line(line) for line in entry.get("keys") or ()]
-            for key_file in entry.get("key_files") or ():
-                keys.extend(read_key_file(cfg.resolve(str(key_file))))
+            keys = [parse_key_line(line) for line in entry.keys]
+            for key_file in entry.key_files:
+                keys.extend(read_key_file(cfg.resolve(key_file)))
             _add_keys(s, app, keys)
             apps.append(app)
         s.commit()
@@ -318,8 +317,7 @@ def load_from_config(cfg) -> list[str]:
 
 
 def retention(cfg) -> timedelta:
-    days = (cfg.data.get("reports") or {}).get("retention_days", REPORTS_DEFAULTS["retention_days"])
-    return timedelta(days=float(days))
+    return timedelta(days=cfg.reports.retention_days)
 
 
 def purge_reports(cfg, now: datetime | None = None) -> list[Path]:

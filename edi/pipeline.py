@@ -83,14 +83,14 @@ def process(cfg: Config, flow_id: int) -> Flow | None:
     """Process one recorded flow to its final state and queue its reports. None if not ours."""
     url = cfg.database_url
     spool = Spool(cfg.spool_root)
-    if not acquire(url, flow_id, float(cfg.data["intake"]["lease_seconds"])):
+    if not acquire(url, flow_id, cfg.intake.lease_seconds):
         return None
     with db.session(url) as s:
         flow = s.get(Flow, flow_id)
     shutil.rmtree(spool.staging(flow_id), ignore_errors=True)
     outcome = Outcome(staging=str(spool.staging(flow_id)))
     deliveries = delivery.Deliveries(spool, flow_id)
-    lease = Lease(url, flow_id, float(cfg.data["intake"]["lease_seconds"]))
+    lease = Lease(url, flow_id, cfg.intake.lease_seconds)
     log_ = LOG.bind(flow=flow_id, app=flow.app, file=flow.filename)
     log_.info("flow_processing")
     try:
@@ -126,7 +126,7 @@ def _run(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliver
     flowchecks.check_sender(name, flow.app, partner)
     _reserve_flow_id(cfg.database_url, flow, name.app, name.flow_ref)
     flowchecks.check_size(flow.size, cfg.max_flow_bytes)
-    limits = Limits(cfg.max_flow_bytes, int(cfg.data["limits"]["max_file_bytes"]))
+    limits = Limits(cfg.max_flow_bytes, cfg.limits.max_file_bytes)
     context = checks.Context.for_flow(cfg, name.interface, INTERFACE_SYNTAX[name.interface])
     try:
         _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context)
@@ -152,7 +152,7 @@ def _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context
             raws.append(piece.raw)
             yield piece.raw, piece.element
 
-    checker = pool.shared(int(cfg.data["validation"]["processes"]))
+    checker = pool.shared(cfg.validation.processes)
     for seq, (data, found) in enumerate(checker.check(feed(), context.settings, context.rules.today), start=1):
         _decide(deliveries, flow, outcome, context, seq, raws.popleft(), data, found, None)
         lease.renew(seq)

@@ -40,7 +40,7 @@ class _Wake(FileSystemEventHandler):
 def _loop(cfg: Config, spool: Spool, stop: threading.Event, wake: threading.Event,
           readiness: intake.Readiness) -> None:
     """Rounds until stopped; each round starts by finishing what a crash left (`run_once`)."""
-    poll = float(cfg.data["intake"]["poll_seconds"])
+    poll = cfg.intake.poll_seconds
     while not stop.is_set():
         wake.clear()
         try:
@@ -52,12 +52,12 @@ def _loop(cfg: Config, spool: Spool, stop: threading.Event, wake: threading.Even
 
 
 def _readiness(cfg: Config) -> intake.Readiness:
-    return intake.Readiness(float(cfg.data["intake"]["settle_seconds"]))
+    return intake.Readiness(cfg.intake.settle_seconds)
 
 
 def _worker_process(config_path, stop_event) -> None:
     cfg = config_mod.load(config_path)
-    log.configure(cfg.data["logging"]["format"], cfg.data["logging"]["level"])
+    log.configure(cfg.logging.format, cfg.logging.level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
     parent = os.getppid()
@@ -90,7 +90,7 @@ def serve(cfg: Config) -> None:
     sftp = _start_sftp(cfg, wake, readiness)
     extra = []
     mp_stop = None
-    processes = int(cfg.data["workers"].get("processes", 1))
+    processes = cfg.workers.processes
     if processes > 1:
         ctx = multiprocessing.get_context("spawn")
         mp_stop = ctx.Event()
@@ -99,7 +99,7 @@ def serve(cfg: Config) -> None:
             proc.start()
             extra.append(proc)
     LOG.info("serving", spool=str(spool.root), database=cfg.database_url.split("@")[-1], workers=processes,
-             sftp=f"{cfg.data['sftp'].get('host', '127.0.0.1')}:{sftp.port}" if sftp else None,
+             sftp=f"{cfg.sftp.host}:{sftp.port}" if sftp else None,
              host_key=getattr(sftp, "fingerprint", None))
     try:
         _loop(cfg, spool, stop, wake, readiness)
@@ -123,7 +123,7 @@ def _start_sftp(cfg: Config, wake: threading.Event, readiness: intake.Readiness)
     marked ready (no settle delay) and the loop woken; an upload refused for its size becomes a
     Flow row that the loop turns into an IRR_TAILLE report.
     """
-    if not cfg.data["sftp"].get("enabled", True):
+    if not cfg.sftp.enabled:
         return None
     from edi.ingest.sftp import SftpService
 

@@ -53,14 +53,13 @@ class Destination:
 
     def __init__(self, root: Path, key: Path, port: int):
         self.root, self.port = root, port
-        data = config_mod._merge(config_mod.DEFAULTS, {
+        self.cfg = config_mod.from_data({
             "spool": {"root": str(root / "spool")},
             "database": {"url": f"sqlite:///{root / 'dest.db'}"},
             "sftp": {"host": "127.0.0.1", "port": port, "host_key": str(root / "host_key"),
                      "failed_login_delay": 0, "housekeeping_interval": 0.05},
             "reports": {"purge_interval": 0},
         })
-        self.cfg = config_mod.Config(path=None, data=data)
         self.host_key = load_host_key(root / "host_key")
         partners.add(self.cfg.database_url, "DEST", "Destinataire", key.with_suffix(".pub"))
         self.known_hosts = root / "known_hosts"
@@ -283,8 +282,12 @@ def test_unknown_host_key_is_refused(site, tmp_path):
 
 
 def test_destination_config_is_checked():
-    cfg = config_mod.Config(path=None, data={"partners": [{"app": "AAA", "push": {"host": "h"}}]})
-    with pytest.raises(push.PushError, match="user, key_file, known_hosts"):
-        push.parse_destination(cfg, "AAA", {"host": "h"})
-    assert push.destinations(cfg) == {}
+    """An incomplete `push` table is refused when the configuration is loaded, naming the key."""
+    with pytest.raises(config_mod.ConfigError, match=r'\[\[partners\]\] #1 \(app = "AAA"\) push\.user: expected'):
+        config_mod.from_data({"partners": [{"app": "AAA", "push": {"host": "h"}}]})
+    cfg = config_mod.from_data({"partners": [
+        {"app": "AAA", "push": {"host": "h", "user": "u", "key_file": "k", "known_hosts": "kh", "path": "in/"}},
+        {"app": "BBB"}]})
+    (dest,) = push.destinations(cfg).values()
+    assert (dest.app, dest.port, dest.path, dest.timeout, dest.label) == ("AAA", 22, "/in", 10.0, "u@h:22/in")
     assert [push.backoff(n, 30, 100) for n in (1, 2, 3, 4)] == [30, 60, 100, 100]

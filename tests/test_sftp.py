@@ -48,16 +48,16 @@ def keys(tmp_path_factory):
     return out
 
 
-def make_cfg(tmp_path: Path, **sftp) -> config_mod.Config:
-    data = config_mod._merge(config_mod.DEFAULTS, {
+def make_cfg(tmp_path: Path, retention_days: float = 7, partners: list | None = None, **sftp) -> config_mod.Config:
+    return config_mod.from_data({
         "spool": {"root": str(tmp_path / "spool")},
         "database": {"url": f"sqlite:///{tmp_path / 'edi.db'}"},
         "limits": {"max_flow_bytes": 64 * 1024},
         "sftp": {"host": "127.0.0.1", "port": 0, "host_key": str(tmp_path / "host_key"),
                  "failed_login_delay": 0, "housekeeping_interval": 0.05, **sftp},
-        "reports": {"purge_interval": 0},
+        "reports": {"purge_interval": 0, "retention_days": retention_days},
+        "partners": partners or [],
     })
-    return config_mod.Config(path=None, data=data)
 
 
 class Recorder:
@@ -533,15 +533,14 @@ def test_purge_reports_older_than_retention(tmp_path):
     with db.session(cfg.database_url) as s:
         rows = s.exec(select(ReportPurge)).all()
     assert [(r.app, r.filename, r.size) for r in rows] == [("AAA", "OLD.xml", 3)]
-    cfg.data["reports"]["retention_days"] = 5
+    cfg = make_cfg(tmp_path, retention_days=5)
     assert partners.purge_reports(cfg, now=now) == [fresh]
     db.dispose_all()
 
 
 def test_partner_keys_and_config_loading(tmp_path, keys):
-    cfg = make_cfg(tmp_path)
     pub_a = keys["a"].with_suffix(".pub").read_text().strip()
-    cfg.data["partners"] = [{"app": "DEMO", "name": "Démo", "interfaces": ["FSO1110A"], "keys": [pub_a]}]
+    cfg = make_cfg(tmp_path, partners=[{"app": "DEMO", "name": "Démo", "interfaces": ["FSO1110A"], "keys": [pub_a]}])
     url = cfg.database_url
     assert partners.load_from_config(cfg) == ["DEMO"]
     partners.disable(url, "DEMO")

@@ -78,21 +78,6 @@ from edi.spool import in_progress
 
 log = structlog.get_logger("edi.sftp")
 
-SFTP_DEFAULTS: dict = {
-    "host": "127.0.0.1",
-    "port": 2222,
-    "host_key": "spool/sftp_host_key",
-    "max_sessions_per_partner": 4,
-    "idle_timeout": 300.0,
-    "login_timeout": 30.0,
-    "failed_login_delay": 1.0,
-    "max_failed_logins": 5,
-    "failed_login_window": 300.0,
-    "lockout_seconds": 300.0,
-    "partial_max_age": 3600.0,
-    "housekeeping_interval": 1.0,
-}
-PURGE_INTERVAL_DEFAULT = 3600.0
 RECENT_SECONDS = 60.0  # how long a placed upload still answers stat() once intake took it
 
 PARTIAL_PREFIX = ".upload-"
@@ -107,11 +92,6 @@ UNSUPPORTED = paramiko.SFTP_OP_UNSUPPORTED
 
 UploadCallback = Callable[[str, Path], None]
 OversizeCallback = Callable[[str, str, int], None]
-
-
-def settings(cfg) -> dict:
-    """The `[sftp]` section over its defaults."""
-    return {**SFTP_DEFAULTS, **(cfg.data.get("sftp") or {})}
 
 
 # --- host key ----------------------------------------------------------------------------------
@@ -153,7 +133,7 @@ def load_host_key(path: Path) -> paramiko.PKey:
 
 def host_key_fingerprint(cfg) -> str:
     """Fingerprint of the configured host key (generated if it does not exist yet)."""
-    return key_fingerprint(load_host_key(cfg.resolve(str(settings(cfg)["host_key"]))))
+    return key_fingerprint(load_host_key(cfg.resolve(cfg.sftp.host_key)))
 
 
 # --- login throttling --------------------------------------------------------------------------
@@ -261,18 +241,16 @@ class SftpService:
 
     def __init__(self, cfg, on_upload: UploadCallback | None = None, on_oversize: OversizeCallback | None = None):
         self.cfg = cfg
-        self.settings = settings(cfg)
+        self.settings = cfg.sftp
         self.on_upload = on_upload
         self.on_oversize = on_oversize
         self.url = cfg.database_url
         self.partners_root = cfg.spool_root / "partners"
         self.max_bytes = cfg.max_flow_bytes
-        reports = cfg.data.get("reports") or {}
-        self.purge_interval = float(reports.get("purge_interval", PURGE_INTERVAL_DEFAULT))
+        self.purge_interval = cfg.reports.purge_interval
         s = self.settings
         self.throttle = LoginThrottle(
-            int(s["max_failed_logins"]), float(s["failed_login_window"]),
-            float(s["lockout_seconds"]), float(s["failed_login_delay"]),
+            s.max_failed_logins, s.failed_login_window, s.lockout_seconds, s.failed_login_delay,
         )
         self.host_key: paramiko.PKey | None = None
         self.port: int | None = None
@@ -292,13 +270,13 @@ class SftpService:
 
     def _host_key(self) -> paramiko.PKey:
         if self.host_key is None:
-            self.host_key = load_host_key(self.cfg.resolve(str(self.settings["host_key"])))
+            self.host_key = load_host_key(self.cfg.resolve(self.settings.host_key))
         return self.host_key
 
     def start(self) -> "SftpService":
         self._host_key()
         self.partners_root.mkdir(parents=True, exist_ok=True)
-        host, port = str(self.settings["host"]), int(self.settings["port"])
+        host, port = self.settings.host, self.settings.port
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -365,7 +343,7 @@ class SftpService:
         conn.settimeout(None)
         sess = Session(address=address)
         transport = _Transport(conn)
-        transport.auth_timeout = float(self.settings["login_timeout"])
+        transport.auth_timeout = self.settings.login_timeout
         sess.transport = transport
         transport.add_server_key(self._host_key())
         transport.set_subsystem_handler("sftp", _SFTPServer, service=self, session=sess)
@@ -386,8 +364,8 @@ class SftpService:
     # -- housekeeping: timeouts, abandoned partials, report retention --
 
     def _housekeeping(self) -> None:
-        interval = max(0.05, float(self.settings["housekeeping_interval"]))
-        partial_age = float(self.settings["partial_max_age"])
+        interval = max(0.05, self.settings.housekeeping_interval)
+        partial_age = self.settings.partial_max_age
         next_cleanup = 0.0
         next_purge = time.monotonic() if self.purge_interval > 0 else float("inf")
         while not self._stop.wait(interval):
@@ -404,8 +382,8 @@ class SftpService:
                 next_purge = now + self.purge_interval
 
     def _close_idle(self, now: float) -> None:
-        idle = float(self.settings["idle_timeout"])
-        login = float(self.settings["login_timeout"])
+        idle = self.settings.idle_timeout
+        login = self.settings.login_timeout
         with self._lock:
             sessions = list(self.sessions.values())
         for sess in sessions:
@@ -422,7 +400,7 @@ class SftpService:
     def cleanup_partials(self, max_age: float | None = None) -> list[Path]:
         """Delete abandoned uploads: partials no session writes to, and client temporaries
         (`*.part`, `*.tmp`, `*.filepart`) never renamed, older than `partial_max_age`."""
-        max_age = float(self.settings["partial_max_age"]) if max_age is None else max_age
+        max_age = self.settings.partial_max_age if max_age is None else max_age
         limit = time.time() - max_age
         removed = []
         if not self.partners_root.is_dir():
@@ -464,7 +442,7 @@ class SftpService:
 
     def open_channel(self, sess: Session) -> bool:
         """Count an SFTP session of the partner, unless it already has the maximum open."""
-        limit = int(self.settings["max_sessions_per_partner"])
+        limit = self.settings.max_sessions_per_partner
         with self._lock:
             open_now = sum(s.channels for s in self.sessions.values() if s.app == sess.app)
             if limit > 0 and open_now >= limit:
@@ -568,7 +546,7 @@ class _Auth(paramiko.ServerInterface):
             return None, self._refuse(username, method, "unknown_partner")
         if not partner.enabled:
             return None, self._refuse(username, method, "disabled")
-        if svc.sessions_of(username) >= int(svc.settings["max_sessions_per_partner"]) > 0:
+        if svc.sessions_of(username) >= svc.settings.max_sessions_per_partner > 0:
             return None, self._refuse(username, method, "too_many_sessions", count=False)
         return partner, None
 
@@ -1001,5 +979,5 @@ class _UploadHandle(_FileHandle):
         return OK
 
 
-__all__ = ["SftpService", "SFTP_DEFAULTS", "settings", "load_host_key", "host_key_fingerprint",
+__all__ = ["SftpService", "load_host_key", "host_key_fingerprint",
            "key_fingerprint", "LoginThrottle", "valid_name"]

@@ -20,7 +20,7 @@ Every attempt is a log line (`report_pushed` / `report_push_failed`) and a line 
 history. Several workers share the work safely: a row is taken by a conditional update (state
 `sending` with a lease), so each attempt is made by one worker.
 
-`[reports]` keys read here (defaults in PUSH_DEFAULTS):
+`[reports]` keys read here (declared, with their defaults, in edi/config.py):
 
     push_max_attempts = 8           # failures before giving up (then: edi reports resend)
     push_backoff_seconds = 30       # wait after the first failure, doubled each time ...
@@ -42,18 +42,12 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from edi import db, log
+from edi.config import ReportsSettings
 from edi.db.models import Partner, Report, ReportPush, utcnow
 from edi.spool import Spool, write_new
 
 LOG = log.get("edi.push")
 
-PUSH_DEFAULTS = {
-    "push_max_attempts": 8,
-    "push_backoff_seconds": 30.0,
-    "push_backoff_max_seconds": 3600.0,
-    "push_lease_seconds": 300.0,
-}
-DESTINATION_DEFAULTS = {"port": 22, "path": "/", "timeout": 10.0}
 
 PENDING, SENDING, RETRY, FAILED, PUSHED = "pending", "sending", "retry", "failed", "pushed"
 STATE_LABELS = {PENDING: "à envoyer", SENDING: "envoi en cours", RETRY: "échec, nouvel essai prévu",
@@ -97,42 +91,17 @@ class Outcome:
 # --- configuration ---------------------------------------------------------------------------
 
 
-def settings(cfg) -> dict:
-    return {**PUSH_DEFAULTS, **{k: v for k, v in (cfg.data.get("reports") or {}).items() if k in PUSH_DEFAULTS}}
-
-
-def parse_destination(cfg, app: str, raw: dict) -> Destination:
-    """The `push` table of a `[[partners]]` entry; missing required keys raise PushError."""
-    if not isinstance(raw, dict):
-        raise PushError(f"{app} : « push » doit être une table (host, user, key_file, known_hosts, ...)")
-    missing = [k for k in ("host", "user", "key_file", "known_hosts") if not raw.get(k)]
-    if missing:
-        raise PushError(f"{app} : destination de dépôt incomplète, clé(s) manquante(s) : {', '.join(missing)}")
-    values = {**DESTINATION_DEFAULTS, **raw}
-    path = "/" + str(values["path"]).strip("/") if str(values["path"]).strip("/") else "/"
-    return Destination(
-        app=app, host=str(values["host"]), port=int(values["port"]), user=str(values["user"]),
-        key_file=cfg.resolve(str(values["key_file"])), known_hosts=cfg.resolve(str(values["known_hosts"])),
-        path=path, timeout=float(values["timeout"]),
-    )
-
-
-_reported_config_errors: set[str] = set()
-
-
 def destinations(cfg) -> dict[str, Destination]:
-    """Partners with a push destination. A broken entry is logged (once) and left out."""
+    """Partners with a push destination (the `push` table of their `[[partners]]` entry, checked
+    when the configuration was loaded)."""
     out = {}
-    for entry in cfg.data.get("partners", []) or []:
-        if not entry.get("push"):
+    for entry in cfg.partners:
+        if (raw := entry.push) is None:
             continue
-        app = str(entry.get("app", ""))
-        try:
-            out[app] = parse_destination(cfg, app, entry["push"])
-        except (PushError, TypeError, ValueError) as exc:
-            if str(exc) not in _reported_config_errors:
-                _reported_config_errors.add(str(exc))
-                LOG.error("push_config_invalid", app=app, error=str(exc))
+        out[entry.app] = Destination(
+            app=entry.app, host=raw.host, port=raw.port, user=raw.user, key_file=cfg.resolve(raw.key_file),
+            known_hosts=cfg.resolve(raw.known_hosts), path="/" + raw.path.strip("/"), timeout=raw.timeout,
+        )
     return out
 
 
@@ -253,7 +222,7 @@ def _claim(url: str, push_id: int, lease: float) -> bool:
         return result.rowcount == 1
 
 
-def _attempt(url: str, push_id: int, dest: Destination, conf: dict) -> str:
+def _attempt(url: str, push_id: int, dest: Destination, conf: ReportsSettings) -> str:
     """One delivery attempt of a claimed row; records and logs it. Returns the new state."""
     with db.session(url) as s:
         row = s.get(ReportPush, push_id)
@@ -274,13 +243,13 @@ def _attempt(url: str, push_id: int, dest: Destination, conf: dict) -> str:
         entry["result"] = result
         LOG.info("report_pushed", app=dest.app, file=filename, destination=dest.label, attempt=attempts,
                  result=result, bytes=len(content))
-    elif attempts >= int(conf["push_max_attempts"]):
+    elif attempts >= conf.push_max_attempts:
         values.update(state=FAILED, next_at=None)
         entry["error"] = error
         LOG.error("report_push_failed", app=dest.app, file=filename, destination=dest.label, attempt=attempts,
                   error=error, gave_up=True)
     else:
-        delay = backoff(attempts, float(conf["push_backoff_seconds"]), float(conf["push_backoff_max_seconds"]))
+        delay = backoff(attempts, conf.push_backoff_seconds, conf.push_backoff_max_seconds)
         values.update(state=RETRY, next_at=now + timedelta(seconds=delay))
         entry["error"] = error
         LOG.warning("report_push_failed", app=dest.app, file=filename, destination=dest.label, attempt=attempts,
@@ -299,7 +268,7 @@ def push_pending(cfg, limit: int = 100) -> int:
     dests = destinations(cfg)
     if not dests:
         return 0
-    url, conf = cfg.database_url, settings(cfg)
+    url, conf = cfg.database_url, cfg.reports
     from edi import partners as partners_mod
 
     _enqueue(url, sorted(dests), partners_mod.retention(cfg))
@@ -313,7 +282,7 @@ def push_pending(cfg, limit: int = 100) -> int:
     for push_id, app in due:
         if app in unreachable:
             continue  # one failure per destination and round: a dead host must not hold the loop
-        if _claim(url, push_id, float(conf["push_lease_seconds"])):
+        if _claim(url, push_id, conf.push_lease_seconds):
             if _attempt(url, push_id, dests[app], conf) == PUSHED:
                 pushed += 1
             else:
@@ -360,8 +329,8 @@ def resend(cfg, ref: str) -> Outcome:
     if push_id is None:
         return Outcome(report.id, report.filename, report.app, rewritten, SENDING,
                        "un envoi de ce compte rendu est déjà en cours")
-    conf = settings(cfg)
-    if not _claim(url, push_id, float(conf["push_lease_seconds"])):
+    conf = cfg.reports
+    if not _claim(url, push_id, conf.push_lease_seconds):
         return Outcome(report.id, report.filename, report.app, rewritten, SENDING,
                        "un envoi de ce compte rendu est déjà en cours")
     state = _attempt(url, push_id, dest, conf)
@@ -430,5 +399,5 @@ def list_reports(url: str, partner: str | None = None, failed: bool = False, lim
     return rows
 
 
-__all__ = ["Destination", "Outcome", "PushError", "PUSH_DEFAULTS", "backoff", "destinations", "find_report",
-           "list_reports", "parse_destination", "push_pending", "resend", "send", "settings"]
+__all__ = ["Destination", "Outcome", "PushError", "backoff", "destinations", "find_report",
+           "list_reports", "push_pending", "resend", "send"]

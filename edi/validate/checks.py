@@ -69,11 +69,9 @@ class Context:
 
     @classmethod
     def for_flow(cls, cfg: Config, interface: str, syntax: str = "") -> Context:
-        validation = cfg.data["validation"]
-        conf = cfg.data["rules"]
-        overrides = {str(k): str(v) for k, v in (conf.get("severity") or {}).items()}
-        settings = Settings(schematron=bool(validation.get("schematron", True)),
-                            french=interface in (conf.get("french") or ()), overrides=tuple(sorted(overrides.items())))
+        overrides = dict(cfg.rules.severity)
+        settings = Settings(schematron=cfg.validation.schematron, french=interface in cfg.rules.french,
+                            overrides=tuple(sorted(overrides.items())))
         rule_context = rules.RuleContext(
             today=date.today(), syntax=syntax, seen_in_flow=set(),
             already_deposited=DepositedLookup(cfg.database_url), severity_overrides=overrides,
