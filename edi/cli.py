@@ -57,6 +57,10 @@ def main(
 ):
     try:
         cfg = config_mod.load(config)
+        if cfg.rules.severity:  # rule codes are known to the catalogue only (imported when needed)
+            from edi.validate import catalogue
+
+            catalogue.check_overrides(cfg)
     except config_mod.ConfigError as exc:  # one line naming file, section, key; nothing touched yet
         err.print(str(exc), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2)

@@ -14,22 +14,16 @@ import json
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from edi import config as config_mod
-from edi.validate import catalogue, rules
+from edi.validate import catalogue
 
 app = typer.Typer(help="Règles de contrôle : catalogue, sévérités.", no_args_is_help=True)
 
 
 def _cfg(ctx: typer.Context) -> config_mod.Config:
     return config_mod.of_context(ctx)
-
-
-def severity_overrides(cfg: config_mod.Config) -> dict[str, str]:
-    """`[rules.severity]` of the configuration (code -> fatal | warning | off)."""
-    return dict(cfg.rules.severity)
 
 
 @app.callback()
@@ -47,14 +41,7 @@ def list_cmd(
     if markdown:
         typer.echo(catalogue.render_markdown(), nl=False)
         return
-    overrides = severity_overrides(_cfg(ctx))
-    problems = catalogue.override_problems(overrides)
-    err = Console(stderr=True)
-    for problem in problems:
-        err.print(f"[yellow]Attention :[/yellow] {escape('[rules.severity]')} {escape(problem)}",
-                  highlight=False)
-    valid = {k: v for k, v in overrides.items() if v in rules.SEVERITIES}  # others: warned
-    rows = catalogue.as_dicts(valid)
+    rows = catalogue.as_dicts(_cfg(ctx).rules.severity)  # checked when the configuration was loaded
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return

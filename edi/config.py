@@ -264,10 +264,10 @@ class Config(BaseModel):
     def ej_patterns(self) -> dict[str, str]:
         return dict(self.directory.ej_patterns)
 
-    def error(self, section: str, key: str, expected: str, got: Any) -> ConfigError:
-        """A refusal found after loading (e.g. by the rule catalogue), worded like the others."""
-        return ConfigError(f"{self.source or '(defaults)'}: [{section}] {key}: expected {expected}, "
-                           f"got {_shown(got)}")
+    def refuse(self, section: str, key: str, text: str) -> ConfigError:
+        """A refusal found after loading (e.g. by the rule catalogue), worded like the others:
+        `text` says what was expected and what was found."""
+        return ConfigError(f"{self.source or '(defaults)'}: [{section}] {_key_text(key)}: {text}")
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -13,10 +13,11 @@ import os
 import re
 from datetime import date
 
+import pytest
 from stdnum import iban as stdnum_iban
 
 from edi import config as config_mod
-from edi import gen
+from edi import gen, queries
 from edi.reports import statut
 from edi.route import routing
 from edi.validate import pool, schematron
@@ -342,6 +343,50 @@ def test_severity_overrides_from_the_configuration(tmp_path):
     off, off_lines = severity_case(tmp_path, "off", '"BR-CO-15" = "off"\n"UBL-CR-005" = "off"')
     assert off == {n: (True, []) for n in ("FA-2026-0010", "FA-2026-0011", "FA-2026-0012")}
     assert off_lines == []
+
+
+def test_br_co_15_as_warning_delivers_the_invoice_through_the_cli(tmp_path):
+    """`[rules.severity] "BR-CO-15" = "warning"`, through `edi ingest`: the invoice that breaks
+    only BR-CO-15 is accepted and delivered, and its report line is an "Avertissement"."""
+    platform = configure(make_platform(tmp_path), '[rules.severity]\n"BR-CO-15" = "warning"')
+    path = platform.file(flow_name("FSO1100A", ext="xml"), ubl("FA-2026-0013", **UBL_ONLY_CO15))
+    result = platform.cli("ingest", str(path))
+    assert result.exit_code == 0, result.output
+    detail = platform.cli_json("flows", "show", path.name.split("_")[2].split(".")[0])
+    assert detail["state"] == "IN_INTEGRE"
+    (invoice,) = detail["invoices"]
+    assert invoice["accepted"] and invoice["status"] == "03"
+    assert [(f["code"], f["severity"]) for f in invoice["findings"]] == [("BR-CO-15", "warning")]
+    assert [p.name for p in platform.delivered()] == [f"{invoice['deposit_no']}.xml"]
+    _, _, lines = report_of(platform, platform.flow(detail["id"]))
+    (line,) = lines
+    assert line["CodeErreur"] == "BR-CO-15" and line["LibelleErreur"].startswith("Avertissement : ")
+
+
+@pytest.mark.parametrize("line, code", [('"XSD" = "off"', "XSD"), ('"IRR_SYNTAX" = "warning"', "IRR_SYNTAX"),
+                                        ('"PLT-99" = "fatal"', "PLT-99")])
+def test_overrides_of_fixed_or_unknown_codes_are_refused_before_anything(tmp_path, line, code):
+    """Flow checks and the XSD cannot be downgraded or switched off, and a code nobody reports
+    is a typo: `edi ingest` stops at once (exit 2, the code named), nothing archived or recorded."""
+    platform = configure(make_platform(tmp_path), "[rules.severity]\n" + line)
+    path = platform.file(flow_name("FSO1100A", ext="xml"), ubl("FA-2026-0014", lines=()))
+    result = platform.cli("ingest", str(path))
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr.startswith(f"{platform.config_path}: [rules.severity] {code}: expected ")
+    assert result.stderr.count("\n") == 1
+    assert queries.list_flows(platform.url) == [] and platform.delivered() == []
+    assert not any(p.is_file() for p in (platform.spool.root / "archive").rglob("*"))
+
+
+def test_xsd_stays_fatal_even_when_the_load_check_is_bypassed(tmp_path):
+    """The resolver itself ignores an override of the XSD: a caller that loads the settings
+    without the CLI's check still rejects a schema-invalid invoice (it used to be delivered)."""
+    platform = configure(make_platform(tmp_path), '[rules.severity]\n"XSD" = "off"')
+    flow = ingest_tar(platform, "FSO1100A", [ubl("FA-2026-0015", lines=()), ubl("FA-2026-0016")])
+    assert (flow.state, flow.accepted_count) == ("IN_INTEGRE_PARTIEL", 1)
+    invoice = invoices_by_number(platform, flow)["FA-2026-0015"]
+    assert not invoice["accepted"] and fatal_codes(invoice) == ["XSD"]
+    assert len(platform.new_deliveries) == 1
 
 
 # ------------------------------------------------------------------ French reform rules per interface

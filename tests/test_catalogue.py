@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer
+import structlog
 from typer.testing import CliRunner
 
-from edi import cli_rules
-from edi import config as config_mod
+from edi.cli import app
 from edi.route import routing
 from edi.validate import catalogue, flowchecks, rules, schematron
 from edi.finding import FATAL, WARNING
@@ -134,32 +133,39 @@ def test_severity_for_unknown_code():
 
 
 def test_override_problems():
-    assert catalogue.override_problems({"PLT-30": "warning", "BR-CO-15": "off"}) == []
+    assert catalogue.override_problems({"PLT-30": "warning", "BR-CO-15": "off", "UBL-CR-005": "fatal",
+                                        "BR-FR-05": "warning"}) == []
     problems = catalogue.override_problems(
-        {"PLT-99": "fatal", "PLT-01": "loud", "IRR_VIDE": "warning"})
-    assert [p.split(" ")[0] for p in problems] == ["IRR_VIDE", "PLT-01", "PLT-99"]
+        {"PLT-99": "fatal", "PLT-01": "loud", "IRR_VIDE": "warning", "XSD": "off", "BR-CO-99": "off"})
+    assert [p.code for p in problems] == ["BR-CO-99", "IRR_VIDE", "PLT-01", "PLT-99", "XSD"]
+    by_code = {p.code: p.text for p in problems}
+    assert by_code["PLT-01"] == 'expected "fatal", "warning" or "off", got "loud"'
+    assert "cannot be downgraded or switched off" in by_code["XSD"] and by_code["XSD"].endswith('got "off"')
+    assert by_code["PLT-99"].endswith("got an unknown code")
+
+
+def test_schematron_ids_come_from_the_rule_sets():
+    ids = catalogue.schematron_ids()
+    assert {"BR-CO-15", "BR-S-08", "UBL-CR-005", "BR-FR-05", "SCHEMATRON"} <= ids
+    assert "PLT-30" not in ids and all(re.fullmatch(r"[A-Za-z0-9_-]+", i) for i in ids)
 
 
 # --------------------------------------------------------------------------- CLI
 
 
+def _rules_list(tmp_path, severity: str, *args):
+    """`edi --config FILE rules list ARGS` with this `[rules.severity]` table."""
+    cfg_file = tmp_path / "edi.toml"
+    cfg_file.write_text("[rules.severity]\n" + severity, encoding="utf-8")
+    try:
+        return CliRunner().invoke(app, ["--config", str(cfg_file), "rules", "list", *args], env={"COLUMNS": "200"})
+    finally:
+        structlog.reset_defaults()  # the CLI pointed the logger at the runner's (closed) stderr
+
+
 @pytest.fixture
 def cli(tmp_path):
-    cfg_file = tmp_path / "edi.toml"
-    cfg_file.write_text('[rules.severity]\n"PLT-30" = "warning"\n"PLT-99" = "fatal"\n',
-                        encoding="utf-8")
-    main = typer.Typer()
-
-    @main.callback()
-    def _load(ctx: typer.Context):
-        ctx.obj = config_mod.load(cfg_file, environ={})
-
-    main.add_typer(cli_rules.app, name="rules")
-
-    def run(*args):
-        return CliRunner().invoke(main, ["rules", "list", *args], env={"COLUMNS": "200"})
-
-    return run
+    return lambda *args: _rules_list(tmp_path, '"PLT-30" = "warning"\n"BR-CO-15" = "off"\n', *args)
 
 
 def test_cli_json_shows_effective_severity(cli):
@@ -169,7 +175,15 @@ def test_cli_json_shows_effective_severity(cli):
     assert [r["code"] for r in rows] == [e.code for e in ENTRIES]
     row = next(r for r in rows if r["code"] == "PLT-30")
     assert (row["severity"], row["effective_severity"]) == (FATAL, WARNING)
-    assert "PLT-99 : code de règle inconnu" in result.stderr
+    assert result.stderr == ""
+
+
+def test_cli_refuses_an_unknown_code(tmp_path):
+    result = _rules_list(tmp_path, '"PLT-30" = "warning"\n"PLT-99" = "fatal"\n', "--json")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"{tmp_path / 'edi.toml'}: [rules.severity] PLT-99: expected a rule code of "
+                             "`edi rules list` or a schematron rule id (BR-CO-15, UBL-CR-005, ...), "
+                             "got an unknown code\n")
 
 
 def test_cli_table_lists_every_code(cli):

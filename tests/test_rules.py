@@ -21,7 +21,7 @@ from lxml import etree
 from stdnum import luhn
 
 from edi.invoice import extract
-from edi.validate import rules
+from edi.validate import rules, severity
 from edi.finding import FATAL, WARNING, Finding
 from edi.validate.rules import RULES, RuleContext, check
 
@@ -326,14 +326,16 @@ def test_override_with_a_bad_value_is_refused():
 
 
 def test_apply_overrides_to_findings_of_other_stages():
+    """One resolver for every stage; flow codes and the XSD keep their severity whatever is asked."""
     findings = [
         Finding("BR-CO-15", "MONTANTTOTAL_ERR", "m"),
         Finding("ROUT-07", "CODE_ROUTAGE_ERR", "m"),
         Finding("BR-S-08", "CALCUL_ERR", "m", severity=WARNING),
     ]
-    out = rules.apply_overrides(findings, {"BR-CO-15": "warning", "ROUT-07": "off",
-                                           "BR-S-08": "fatal"})
+    out = severity.apply(findings, {"BR-CO-15": "warning", "ROUT-07": "off", "BR-S-08": "fatal"})
     assert [(f.code, f.severity) for f in out] == [("BR-CO-15", WARNING), ("BR-S-08", FATAL)]
+    fixed = [Finding("XSD", "REJ_SEMAN", "m"), Finding("IRR_SYNTAX", "IRR_SYNTAX", "m")]
+    assert severity.apply(fixed, {"XSD": "off", "IRR_SYNTAX": "warning"}) == fixed
 
 
 # --------------------------------------------------------------------------- order

@@ -14,22 +14,26 @@ compiled), the platform rules from `edi.validate.rules.RULES` and the routing ru
 (`edi rules list --markdown` prints the same text). A test fails when the file is stale.
 
 Severity overrides (config `[rules.severity]`, code -> fatal | warning | off) apply to invoice
-rules: platform, routing and schematron ids (BR-CO-15, ...). Flow codes and the XSD are not
-overridable: an irrecevable flow or a structurally invalid invoice cannot be processed.
+rules: platform, routing and schematron ids (BR-CO-15, UBL-CR-005, ...: the ids the rule sets'
+XSLT files can report). They are resolved by `edi.validate.severity`; flow codes and the XSD are
+not overridable (`severity.FIXED`). `check_overrides` refuses, at load, a table that names an
+unknown code or tries to change a fixed one.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 
-from edi.route import routing
-from edi.validate import flowchecks, rules, schematron, xsd
+from edi.config import Config, ConfigError
 from edi.finding import FATAL
+from edi.route import routing
+from edi.validate import flowchecks, rules, schematron, severity, xsd
 
 FLUX, FACTURE = "flux", "facture"
 
@@ -47,7 +51,9 @@ REASON_CODES = frozenset("""
     IRR_TAILLE IRR_UNCITE IRR_VIDE IRR_FORM IRR_TYPE IRR_CODE_INTER IRR_EXTRAC IRR_CODE_APP
 """.split())
 
-_SCHEMATRON_ID = re.compile(r"BR-[A-Z0-9-]+|SCHEMATRON")
+#: How a compiled schematron names the rule of an SVRL failed-assert or successful-report:
+#: `<xsl:attribute name="id">BR-CO-15</xsl:attribute>`.
+_XSLT_ID = re.compile(r'<xsl:attribute name="id">([^<]+)</xsl:attribute>')
 
 _RULESET_TEXT = {
     "EN16931-UBL": ("UBL", "Règles BR-* de la norme EN 16931 (UBL 2.1), telles que rapportées "
@@ -86,13 +92,13 @@ def entries() -> list[Entry]:
 def _entries() -> tuple[Entry, ...]:
     """Built once per process (the schematron versions hash their XSLT files)."""
     out = [
-        Entry(code, FLUX, FATAL, code, message, flowchecks.__name__, overridable=False)
+        Entry(code, FLUX, FATAL, code, message, flowchecks.__name__, overridable=code not in severity.FIXED)
         for code, message in flowchecks.MESSAGES.items()
     ]
     out.append(Entry(
         xsd.CODE, FACTURE, FATAL, xsd.REASON,
         "Structure XML invalide : la facture ne respecte pas le schéma XSD de sa syntaxe",
-        xsd.__name__, overridable=False,
+        xsd.__name__, overridable=xsd.CODE not in severity.FIXED,
         note="le message précise l'élément et l'erreur ; 20 erreurs au plus par facture"))
     for name in schematron.RULESETS:
         syntax, message = _RULESET_TEXT[name]
@@ -119,38 +125,59 @@ def by_code() -> dict[str, Entry]:
     return dict(_by_code())
 
 
-def severity_for(code: str, overrides: Mapping[str, str], default: str | None = None) -> str:
-    """Effective severity of `code`: fatal, warning or off.
+@functools.cache
+def schematron_ids() -> frozenset[str]:
+    """Every rule id the schematron rule sets can report (read from their XSLT files), plus
+    "SCHEMATRON", the code of a failure that names no rule."""
+    ids = {"SCHEMATRON"}
+    for name in schematron.RULESETS:
+        text = schematron.xslt_path(name).read_text(encoding="utf-8")
+        ids.update(m.group(1).strip() for m in _XSLT_ID.finditer(text))
+    return frozenset(ids)
 
-    The override wins when the code may be overridden; otherwise the catalogue's default, or
-    `default` for codes the catalogue lists only by rule set (schematron BR-* ids: pass the
-    severity their flag gave). Raises KeyError for a code that is neither.
+
+def severity_for(code: str, overrides: Mapping[str, str], default: str | None = None) -> str:
+    """Effective severity of `code` (fatal, warning or off), as `severity.resolve` decides it.
+
+    The default is the catalogue's, or `default` for codes the catalogue lists only by rule set
+    (schematron ids: pass the severity their flag gave). Raises KeyError for a code that is
+    neither.
     """
     entry = _by_code().get(code)
-    if entry is not None and not entry.overridable:
-        return entry.severity
     if entry is None and default is None:
         raise KeyError(f"code de règle inconnu : {code}")
-    return rules.effective_severity(code, entry.severity if entry else default, overrides)
+    return severity.resolve(code, entry.severity if entry else default, overrides)
 
 
-def override_problems(overrides: Mapping[str, str]) -> list[str]:
-    """What is wrong in a `[rules.severity]` table (French, one line each); [] when fine.
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A `[rules.severity]` line that cannot be used: the code and why."""
 
-    Meant for start-up: a typo in a code silently overriding nothing is worth a message.
-    """
-    known = _by_code()
+    code: str
+    text: str  # "expected ..., got ..." (the config error's wording)
+
+
+def override_problems(overrides: Mapping[str, str]) -> list[Problem]:
+    """What is wrong in a `[rules.severity]` table, by code; [] when fine."""
     problems = []
     for code, value in sorted(overrides.items()):
-        if value not in rules.SEVERITIES:
-            problems.append(f"{code} : sévérité « {value} » invalide (attendu fatal, warning "
-                            "ou off)")
-        entry = known.get(code)
-        if entry is None and not _SCHEMATRON_ID.fullmatch(code):
-            problems.append(f"{code} : code de règle inconnu")
-        elif entry is not None and not entry.overridable:
-            problems.append(f"{code} : la sévérité de cette règle ne peut pas être modifiée")
+        got = f"got {json.dumps(value, ensure_ascii=False)}"
+        if value not in severity.SEVERITIES:
+            problems.append(Problem(code, f'expected "fatal", "warning" or "off", {got}'))
+        elif code in severity.FIXED:
+            problems.append(Problem(code, "expected no override: flow checks (IRR_*) and the XSD always reject, "
+                                          f"they cannot be downgraded or switched off, {got}"))
+        elif code not in _by_code() and code not in schematron_ids():
+            problems.append(Problem(code, "expected a rule code of `edi rules list` or a schematron rule id "
+                                          f"(BR-CO-15, UBL-CR-005, ...), got an unknown code"))
     return problems
+
+
+def check_overrides(cfg: Config) -> None:
+    """Refuse, at load, a configuration whose `[rules.severity]` cannot be applied as written."""
+    problems = override_problems(cfg.rules.severity)
+    if problems:
+        raise cfg.refuse("rules.severity", problems[0].code, problems[0].text)
 
 
 def as_dicts(overrides: Mapping[str, str] | None = None) -> list[dict]:

@@ -4,7 +4,7 @@
 re-import is seen by the next flow), the EJ patterns, the platform-rule context (today, the
 invoices already seen in this flow, the database lookup of invoices already deposited) and the
 per-rule severity overrides of the configuration (`[rules.severity]`: fatal | warning | off),
-applied to the findings of every stage. An invoice whose XSD failed is neither routed nor put
+resolved for the findings of every stage by `edi.validate.severity`. An invoice whose XSD failed is neither routed nor put
 through the platform rules: its data cannot be trusted, and the report should name the first
 real problem. Only invoices that end up accepted count for later duplicates.
 """
@@ -21,7 +21,7 @@ from edi.config import Config
 from edi.invoice import InvoiceData
 from edi.route.directory import Directory
 from edi.route.routing import check_routing
-from edi.validate import rules
+from edi.validate import rules, severity
 from edi.finding import Finding
 from edi.validate.pool import Settings
 
@@ -95,7 +95,7 @@ class Context:
                 locations={"siret": data.location("recipient_siret"),
                            "code_service": data.location("code_service"), "ej": data.location("ej")},
             )
-        findings = rules.apply_overrides(findings, self.rules.severity_overrides)
+        findings = severity.apply(findings, self.rules.severity_overrides)
         if any(f.fatal for f in findings) and not known:
             self.rules.seen_in_flow.discard(key)
         return findings

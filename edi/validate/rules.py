@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
@@ -79,9 +79,8 @@ from stdnum.eu import vat as eu_vat
 from edi.invoice import CII_SYNTAX, CPP, UBL, InvoiceData
 from edi.route.routing import siret_shape_error
 from edi.finding import FATAL, WARNING, Finding
+from edi.validate import severity as severity_mod
 
-OFF = "off"
-SEVERITIES = (FATAL, WARNING, OFF)  # values allowed in `[rules.severity]`
 
 ALL = frozenset({UBL, CII_SYNTAX, CPP})
 UBL_CII = frozenset({UBL, CII_SYNTAX})
@@ -199,8 +198,8 @@ def check(data: InvoiceData, context: RuleContext,
     for r in RULES.values():
         if not r.applies_to(syntax) or (wanted is not None and r.code not in wanted):
             continue
-        severity = effective_severity(r.code, r.severity, overrides)
-        if severity == OFF:
+        severity = severity_mod.resolve(r.code, r.severity, overrides)
+        if severity == severity_mod.OFF:
             continue
         for hit in r.test(data, context):
             findings.append(Finding(
@@ -218,27 +217,6 @@ def check(data: InvoiceData, context: RuleContext,
             and not any(f.fatal for f in findings)):
         context.seen_in_flow.add(key)
     return findings
-
-
-def effective_severity(code: str, default: str, overrides: Mapping[str, str]) -> str:
-    """The severity of `code`: its override if any (fatal | warning | off), else `default`."""
-    chosen = overrides.get(code, default)
-    if chosen not in SEVERITIES:
-        raise ValueError(f"sévérité « {chosen} » invalide pour {code} : attendu "
-                         f"{', '.join(SEVERITIES)}")
-    return chosen
-
-
-def apply_overrides(findings: Iterable[Finding], overrides: Mapping[str, str]) -> list[Finding]:
-    """Findings of any stage (XSD, schematron, routing) with their severity overridden per
-    code; the ones switched "off" are dropped. Order is kept."""
-    out = []
-    for f in findings:
-        severity = effective_severity(f.code, f.severity, overrides)
-        if severity == OFF:
-            continue
-        out.append(f if severity == f.severity else replace(f, severity=severity))
-    return out
 
 
 def duplicate_key(data: InvoiceData) -> tuple[str, str, int] | None:
