@@ -567,7 +567,7 @@ def quiet_logs():
 
 
 def test_cli_partners(tmp_path, keys, quiet_logs):
-    from edi.cli_partners import app
+    from edi.cli.partners import app
 
     cfg = make_cfg(tmp_path)
     runner = CliRunner()

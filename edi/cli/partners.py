@@ -8,31 +8,27 @@
     edi partners key remove APP FILE
     edi partners password APP [--clear]
 
-The main CLI stores the loaded `Config` in `ctx.obj`; run alone, this app loads the default
-configuration. Every command first loads the `[[partners]]` of the configuration into the
+The root command loads the configuration (`edi.cli.common`); run alone, this app loads the
+default one. Every command first loads the `[[partners]]` of the configuration into the
 database, so the list is right even before `edi serve` has run once.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from edi import config as config_mod
 from edi import partners
+from edi.cli.common import cfg as _cfg
+from edi.cli.common import print_json
 from edi.ingest import sftp
 
 app = typer.Typer(help="Partenaires (opérateurs) : comptes SFTP, clés, interfaces.", no_args_is_help=True)
 key_app = typer.Typer(help="Clés publiques d'un partenaire.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
-
-
-def _cfg(ctx: typer.Context) -> config_mod.Config:
-    return config_mod.of_context(ctx)
 
 
 @app.callback()
@@ -73,7 +69,7 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
     items = partners.list_partners(cfg.database_url)
     fingerprint = sftp.host_key_fingerprint(cfg)
     if as_json:
-        typer.echo(json.dumps({
+        print_json({
             "sftp_host_key": fingerprint,
             "partners": [
                 {
@@ -84,7 +80,7 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
                 }
                 for p in items
             ],
-        }, ensure_ascii=False, indent=2))
+        })
         return
     table = Table(title="Partenaires")
     for col in ("APP", "Nom", "Interfaces", "Actif", "Mot de passe", "Clés"):

@@ -2,28 +2,22 @@
 
     edi rules list [--json | --markdown]
 
-The main CLI stores the loaded `Config` in `ctx.obj` and mounts this app with
-`app.add_typer(cli_rules.app, name="rules")`; run alone, it loads the default configuration.
-The severities shown are those in effect: `[rules.severity]` of the configuration over the
-defaults. `--markdown` prints the defaults only: it is the text of docs/rules.md.
+The root command loads and checks the configuration (`edi.cli.common`); run alone, this app
+loads the default one. The severities shown are those in effect: `[rules.severity]` of the
+configuration over the defaults. `--markdown` prints the defaults only: it is the text of docs/rules.md.
 """
 
 from __future__ import annotations
-
-import json
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from edi import config as config_mod
+from edi.cli.common import cfg as _cfg
+from edi.cli.common import print_json
 from edi.validate import catalogue
 
 app = typer.Typer(help="Règles de contrôle : catalogue, sévérités.", no_args_is_help=True)
-
-
-def _cfg(ctx: typer.Context) -> config_mod.Config:
-    return config_mod.of_context(ctx)
 
 
 @app.callback()
@@ -43,7 +37,7 @@ def list_cmd(
         return
     rows = catalogue.as_dicts(_cfg(ctx).rules.severity)  # checked when the configuration was loaded
     if as_json:
-        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        print_json(rows)
         return
     table = Table(title="Catalogue des règles (sévérités en vigueur)")
     for name in ("Code", "Niveau", "Sévérité", "Motif", "Syntaxes"):

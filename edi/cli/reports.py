@@ -6,26 +6,22 @@
 `list` shows, for each report, when it was written to the partner's `out/`, retrieved over SFTP,
 and — for a partner with a push destination — the push state. `resend` puts the file back into
 `out/` if it is gone and, for a push partner, pushes it now with a fresh attempt budget.
-The main CLI stores the loaded `Config` in `ctx.obj`.
+The root command loads the configuration (`edi.cli.common`).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from edi import config as config_mod
+from edi.cli.common import cfg as _cfg
+from edi.cli.common import print_json
 from edi.reports import push
 
 app = typer.Typer(help="Comptes rendus envoyés aux partenaires : dépôt, retrait, envoi SFTP.", no_args_is_help=True)
-
-
-def _cfg(ctx: typer.Context) -> config_mod.Config:
-    return config_mod.of_context(ctx)
 
 
 def _push_text(p: dict | None) -> str:
@@ -50,7 +46,7 @@ def list_cmd(
     """Lister les comptes rendus, du plus récent au plus ancien."""
     rows = push.list_reports(_cfg(ctx).database_url, partner=partner, failed=failed, limit=limit)
     if as_json:
-        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        print_json(rows)
         return
     table = Table(title="Comptes rendus" + (" en échec d'envoi" if failed else ""))
     for col in ("Id", "Fichier", "Partenaire", "Type", "Créé", "Déposé (out/)", "Retiré", "Envoi SFTP"):
