@@ -45,6 +45,19 @@ def key(default: Any, doc: str, *, expected: str, unit: str = "", **constraints)
                  **constraints)
 
 
+def seconds(default: float, doc: str, *, above_zero: bool = False) -> Any:
+    """A duration key, in seconds (0 allowed unless `above_zero`)."""
+    bound = {"gt": 0} if above_zero else {"ge": 0}
+    return key(default, doc, expected="a number of seconds" + (" above 0" if above_zero else ""), unit="seconds",
+               **bound)
+
+
+def whole(default: int, doc: str, unit: str, *, minimum: int = 0) -> Any:
+    """A count key: a whole number of `unit`, at least `minimum`."""
+    return key(default, doc, expected=f"a whole number of {unit}" + (f", at least {minimum}" if minimum else ""),
+               unit=unit, ge=minimum)
+
+
 def required(doc: str, *, expected: str, unit: str = "", **constraints) -> Any:
     return Field(..., description=doc, json_schema_extra={"unit": unit, "expected": expected}, **constraints)
 
@@ -91,18 +104,16 @@ class DirectorySettings(Section):
 
 
 class IntakeSettings(Section):
-    settle_seconds: float = key(2.0, "a dropped file is taken once its size and mtime are this old and "
-                                "unchanged", expected="a number of seconds", unit="seconds", ge=0)
-    poll_seconds: float = key(1.0, "periodic scan of the inboxes (watcher events only wake it earlier)",
-                              expected="a number of seconds above 0", unit="seconds", gt=0)
-    lease_seconds: float = key(600.0, "a flow held by a worker of another host is taken over after this "
-                               "(renewed every 1000 invoices)", expected="a number of seconds above 0",
-                               unit="seconds", gt=0)
+    settle_seconds: float = seconds(2.0, "a dropped file is taken once its size and mtime are this old and "
+                                         "unchanged")
+    poll_seconds: float = seconds(1.0, "periodic scan of the inboxes (watcher events only wake it earlier)",
+                                  above_zero=True)
+    lease_seconds: float = seconds(600.0, "a flow held by a worker of another host is taken over after this "
+                                          "(renewed every 1000 invoices)", above_zero=True)
 
 
 class WorkersSettings(Section):
-    processes: int = key(1, "worker processes of `edi serve` (each takes flows safely)",
-                         expected="a whole number of processes, at least 1", unit="processes", ge=1)
+    processes: int = whole(1, "worker processes of `edi serve` (each takes flows safely)", "processes", minimum=1)
 
 
 class ValidationSettings(Section):
@@ -135,39 +146,27 @@ class SftpSettings(Section):
                     unit="port", ge=0, le=65535)
     host_key: str = key("spool/sftp_host_key", "Ed25519 host key, generated on first start (fingerprint: "
                         "edi partners list)", expected="a file path", unit="path", min_length=1)
-    max_sessions_per_partner: int = key(4, "concurrent SFTP sessions of one account (0 = no limit)",
-                                        expected="a whole number of sessions", unit="sessions", ge=0)
-    idle_timeout: float = key(300.0, "seconds without a request before the connection is closed",
-                              expected="a number of seconds", unit="seconds", ge=0)
-    login_timeout: float = key(30.0, "seconds to authenticate after connecting",
-                               expected="a number of seconds", unit="seconds", ge=0)
-    failed_login_delay: float = key(1.0, "seconds added to every failed login",
-                                    expected="a number of seconds", unit="seconds", ge=0)
-    max_failed_logins: int = key(5, "failures per address within the window ...",
-                                 expected="a whole number of failures", unit="logins", ge=1)
-    failed_login_window: float = key(300.0, "... (seconds) that lock the address out for ...",
-                                     expected="a number of seconds", unit="seconds", ge=0)
-    lockout_seconds: float = key(300.0, "... this many seconds", expected="a number of seconds",
-                                 unit="seconds", ge=0)
-    partial_max_age: float = key(3600.0, "seconds before an abandoned upload is deleted",
-                                 expected="a number of seconds", unit="seconds", ge=0)
-    housekeeping_interval: float = key(1.0, "seconds between timeout checks", expected="a number of seconds",
-                                       unit="seconds", ge=0)
+    max_sessions_per_partner: int = whole(4, "concurrent SFTP sessions of one account (0 = no limit)", "sessions")
+    idle_timeout: float = seconds(300.0, "seconds without a request before the connection is closed")
+    login_timeout: float = seconds(30.0, "seconds to authenticate after connecting")
+    failed_login_delay: float = seconds(1.0, "seconds added to every failed login")
+    max_failed_logins: int = whole(5, "failures per address within the window ...", "failures", minimum=1)
+    failed_login_window: float = seconds(300.0, "... (seconds) that lock the address out for ...")
+    lockout_seconds: float = seconds(300.0, "... this many seconds")
+    partial_max_age: float = seconds(3600.0, "seconds before an abandoned upload is deleted")
+    housekeeping_interval: float = seconds(1.0, "seconds between timeout checks")
 
 
 class ReportsSettings(Section):
     retention_days: float = key(7.0, "files in out/ older than this are purged, and the purge recorded "
                                 "(Chorus Pro: 7 days)", expected="a number of days", unit="days", ge=0)
-    purge_interval: float = key(3600.0, "seconds between purges run by the SFTP server (0 = never)",
-                                expected="a number of seconds", unit="seconds", ge=0)
-    push_max_attempts: int = key(8, "failed pushes before giving up (then: edi reports resend REF)",
-                                 expected="a whole number of attempts, at least 1", unit="attempts", ge=1)
-    push_backoff_seconds: float = key(30.0, "wait after the first failed push, doubled each time ...",
-                                      expected="a number of seconds", unit="seconds", ge=0)
-    push_backoff_max_seconds: float = key(3600.0, "... up to this", expected="a number of seconds",
-                                          unit="seconds", ge=0)
-    push_lease_seconds: float = key(300.0, "a push whose worker died is taken over after this",
-                                    expected="a number of seconds above 0", unit="seconds", gt=0)
+    purge_interval: float = seconds(3600.0, "seconds between purges run by the SFTP server (0 = never)")
+    push_max_attempts: int = whole(8, "failed pushes before giving up (then: edi reports resend REF)", "attempts",
+                                   minimum=1)
+    push_backoff_seconds: float = seconds(30.0, "wait after the first failed push, doubled each time ...")
+    push_backoff_max_seconds: float = seconds(3600.0, "... up to this")
+    push_lease_seconds: float = seconds(300.0, "a push whose worker died is taken over after this",
+                                        above_zero=True)
 
 
 class PushSettings(Section):
@@ -180,8 +179,7 @@ class PushSettings(Section):
     key_file: str = required("private key of the login", expected="a file path", unit="path", min_length=1)
     known_hosts: str = required("known_hosts file holding the server's key (never accepted blindly)",
                                 expected="a file path", unit="path", min_length=1)
-    timeout: float = key(10.0, "connection and operation timeout", expected="a number of seconds above 0",
-                         unit="seconds", gt=0)
+    timeout: float = seconds(10.0, "connection and operation timeout", above_zero=True)
 
 
 class PartnerSettings(Section):
@@ -359,7 +357,10 @@ def _env_value(raw: str, field: FieldInfo | None) -> Any:
 
 
 def _holds_text(annotation) -> bool:
-    return annotation is str or (get_origin(annotation) is Literal and all(isinstance(a, str) for a in get_args(annotation)))
+    """A key whose value is text (str, or a choice of strings): its variable is taken as is."""
+    if get_origin(annotation) is Literal:
+        return all(isinstance(a, str) for a in get_args(annotation))
+    return annotation is str
 
 
 # --------------------------------------------------------------------------- messages

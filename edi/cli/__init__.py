@@ -10,7 +10,7 @@ and creates or upgrades the database schema when it needs to.
 
 from __future__ import annotations
 
-from edi.cli import config, directory, flows, invoices, partners, reports, rules, run
+from edi.cli import config, directory, flows, invoices, partners, reports, rules
 from edi.cli.run import app
 
 for _name, _group in (("directory", directory.app), ("flows", flows.app), ("invoices", invoices.app),

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 
-from edi.config import Config, ConfigError
+from edi.config import Config
 from edi.finding import FATAL
 from edi.route import routing
 from edi.validate import flowchecks, rules, schematron, severity, xsd
