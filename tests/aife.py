@@ -51,19 +51,23 @@ class OutFiles:
         self.seen: dict[Path, tuple[int, int]] = {}
 
     def problems(self, base: Path) -> list[str]:
-        found = []
+        """Why each new or changed file under `base` breaks its schema (empty when all are valid)."""
+        return [problem for path in self._new(base) if (problem := out_file_problem(path))]
+
+    def leave(self, base: Path) -> None:
+        """Take the files under `base` as seen without checking them (stand-in bytes)."""
+        for _ in self._new(base):
+            pass
+
+    def _new(self, base: Path):
         for path in sorted(base.glob("**/partners/*/out/*.xml")):
             if path.name.startswith(".") or not path.is_file():
                 continue
             stat = path.stat()
             mark = (stat.st_size, stat.st_mtime_ns)
-            if self.seen.get(path) == mark:
-                continue
-            self.seen[path] = mark
-            problem = out_file_problem(path)
-            if problem:
-                found.append(problem)
-        return found
+            if self.seen.get(path) != mark:
+                self.seen[path] = mark
+                yield path
 
 
 def check_generated_flow(flow: GeneratedFlow) -> None:
