@@ -82,7 +82,7 @@ _NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010f
 _VALUE_MAX = 120  # longest offending value quoted in a description
 _CODE_SERVICE_MAX = 100  # Debiteur/CodeService maxLength
 _COMPLEMENT_MAX = 40  # ComplementStatut maxLength (flow block; reference §2.4 for both blocks)
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True, slots=True)
