@@ -8,7 +8,8 @@ invoices never sit in memory.
 
 Interfaces:
 
-- FSO1110A: one CPPFactureMixte V1.17 XML (schemas/CPPFactureMixte_V1.17.xsd), envelope
+- FSO1110A: one CPPFactureMixte V1.17 XML, valid against AIFE's official
+  `schemas/aife/CPPFactureMixte_V1.17.xsd` (Recepteur before Emetteur), envelope
   parameters DtPrd and IdFlx, one `CPPFactureMixteUnitaire` per invoice, each with a PJ
   TypePJ 01 (a small real PDF of the invoice, base64) and sometimes a PJ 02 (CSV).
 - FSO1100A: UBL 2.1 Invoice; FSO1106A: CII D16B CrossIndustryInvoice, EN 16931 profile
@@ -49,7 +50,8 @@ one with GestionEngagement, one with GestionServiceEngagement, one with no rule,
 inactive structure that no generated invoice targets. Every error-free invoice routes.
 
 Error injection (`errors` = share of invoices, exactly `round(errors * invoices)`, each with
-one error of a kind drawn from `kinds`): see `ERROR_KINDS`.
+one error of a kind drawn from `kinds`): see `ERROR_KINDS`. Only the `xsd` kind breaks the
+official schema; every other kind is a business error inside a schema-valid invoice.
 """
 
 from __future__ import annotations

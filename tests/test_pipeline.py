@@ -1,7 +1,7 @@
 """The pipeline end to end, on generated flows: outcome, reports, deliveries, routing, CLI JSON.
 
 The database tests run on SQLite and PostgreSQL (`db_url`, tests/conftest_pg.py). Every report
-written is validated against schemas/CPPStatut_V1_19.xsd.
+written is validated against AIFE's official schemas/aife/CPPStatutPivot_V1_19.xsd.
 """
 
 from __future__ import annotations

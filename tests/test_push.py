@@ -32,6 +32,8 @@ from edi.reports import push
 from edi.reports.outbox import deliver_pending
 from edi.worker import prepare, run_once
 
+# report files here are stand-in bytes: this suite tests their transport, not their content
+pytestmark = pytest.mark.stand_in_reports
 REPORT = "CSO1110A_AAA_" + "R" * 25 + ".xml"
 
 

@@ -1,15 +1,19 @@
 """CPPStatut reports: builders, schema, names and the French rendering.
 
-Every report built here is validated against schemas/CPPStatut_V1_19.xsd. Characters XML 1.0
+Every report built here is validated against AIFE's official schemas/aife/CPPStatutPivot_V1_19.xsd
+(and tests/conftest.py validates every report any test leaves in a partner's out/). Characters XML 1.0
 cannot hold are replaced by U+FFFD by the builders (decision documented in edi/reports/statut.py);
 the property test checks that every other character survives unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,7 +32,10 @@ from edi.reports.statut import (
     load_schema,
     processing_report,
 )
+from edi import gen
 from edi.finding import Finding
+from tests.aife import AIFE, OutFiles, out_file_problem
+from tests.helpers import DEMO, flow_name, generated, make_platform
 
 PARIS = timezone(timedelta(hours=1))
 AT = datetime(2026, 3, 1, 10, 30, 5, tzinfo=PARIS)
@@ -37,7 +44,7 @@ CERT = "lzqJULoPEATJ6+FS09CJcQKINwzYnLEZgxcIUr/kqw0="
 
 
 def parse_valid(xml: bytes) -> etree._Element:
-    """Parse a built report and assert it is valid against our CPPStatut schema."""
+    """Parse a built report and assert it is valid against the official CPPStatut schema."""
     assert xml.startswith(b"<?xml version='1.0' encoding='UTF-8'?>")
     root = etree.fromstring(xml)
     schema = load_schema()
@@ -225,12 +232,14 @@ def test_processing_report_lists_each_status_change_in_order():
     assert first.findtext("Debiteur/CodeService") == "SERV-ACHATS"
     assert first.findtext("DonneesStatut/ComplementStatut") == "DEPF2026-001"
     assert first.findtext("DonneesStatut/Commentaire") == CERT
-    assert first.findtext("DonneesStatut/Producteur") == "EDI"
+    producer = first.find("DonneesStatut/Producteur")
+    assert producer.get("Id") == "EDI" and producer.text is None and len(producer) == 0
+    assert first.findtext("Debiteur/TypeIdentifiant") == "1"
     assert first.findtext("DonneesStatut/DateFacture") == "2026-02-27"
     bare = units[2]
-    for path in ("Fournisseur/RaisonSociale", "Fournisseur/CodePays", "Debiteur/CodeService",
-                 "DonneesStatut/DateFacture"):
+    for path in ("Fournisseur/CodePays", "Debiteur/CodeService", "DonneesStatut/DateFacture"):
         assert bare.find(path) is None, path
+    assert bare.find("Fournisseur/RaisonSociale").text is None  # required by the schema, even unknown
     assert units[3].find("DonneesStatut/ComplementStatut") is None
     assert units[3].findtext("Fournisseur/TypeIdentifiant") == "2"
 
@@ -261,7 +270,6 @@ def test_processing_report_needs_at_least_one_line():
         dict(recipient_siret="1100020110004"),
         dict(supplier_id_type=8),
         dict(supplier_country="FRA"),
-        dict(code_service="S" * 101),
         dict(complement="D" * 41),
     ],
 )
@@ -320,6 +328,155 @@ def test_schema_rejects_both_blocks_and_neither():
 
 def test_load_schema_is_cached():
     assert load_schema() is load_schema()
+
+
+# ----- AIFE's official schema: the shape it wants -----
+
+
+def test_reports_follow_the_official_envelope_and_invoice_block():
+    for root in (parse_valid(flow_report(FLOW_RECEIVED)), parse_valid(invoice_report([status_line("F1")]))):
+        partners = root.find("Enveloppe/EnveloppeUnitaire/Partenaires")
+        assert [child.tag for child in partners] == ["Recepteur", "Emetteur"]
+    unit = parse_valid(invoice_report([status_line("F1", producer="CHUDEMO")])).find(
+        "CPPFactureStatuts/CPPFactureStatutUnitaire")
+    assert [c.tag for c in unit.find("Debiteur")] == ["TypeIdentifiant", "Identifiant", "CodeService"]
+    assert [c.tag for c in unit.find("DonneesStatut")] == [
+        "IdStatut", "ComplementStatut", "Commentaire", "Horodatage", "Producteur", "IdFacture", "DateFacture"]
+    assert dict(unit.find("DonneesStatut/Producteur").attrib) == {"Id": "CHUDEMO"}
+
+
+def test_report_without_producer_leaves_the_optional_element_out():
+    unit = parse_valid(invoice_report([status_line("F1", producer="")])).find("CPPFactureStatuts/CPPFactureStatutUnitaire")
+    assert unit.find("DonneesStatut/Producteur") is None
+
+
+def test_code_service_longer_than_the_schema_allows_is_cut_to_100_characters():
+    code = "S" * 99 + "XYZ"
+    unit = parse_valid(invoice_report([status_line("F1", code_service=code)])).find("CPPFactureStatuts/CPPFactureStatutUnitaire")
+    assert unit.findtext("Debiteur/CodeService") == code[:100]
+
+
+@pytest.mark.parametrize("value", ["2026-02-30", "27/02/2026", "20260227", "2026-2-27", "2026-02-27T00:00:00"])
+def test_invoice_date_that_is_not_a_date_is_left_out(value):
+    unit = parse_valid(invoice_report([status_line("F1", invoice_date=value)])).find("CPPFactureStatuts/CPPFactureStatutUnitaire")
+    assert unit.find("DonneesStatut/DateFacture") is None
+
+
+def test_long_texts_and_markup_characters_survive_whole():
+    long_text = "Montant <HT> & \"TTC\" l'écart ]]> 💶 " * 3000  # ~100,000 characters, no bound in the schema
+    line = ErrorLine("REJ_SEMAN", "BR-CO-15", long_text, description("F1", "Montants/" + long_text, long_text))
+    root = parse_valid(flow_report(FLOW_PARTIAL, [line], comment=long_text))
+    assert root.findtext(".//LibelleErreur") == long_text
+    assert root.findtext(".//Commentaire") == long_text
+    assert root.findtext(".//DescriptionErreur").endswith("… »")  # the quoted value alone is shortened
+    unit = parse_valid(invoice_report([status_line(long_text, supplier_name=long_text, comment=long_text,
+                                                   complement="DEP1", producer="<&'\">")])).find("CPPFactureStatuts/CPPFactureStatutUnitaire")
+    assert unit.findtext("DonneesStatut/IdFacture") == unit.findtext("Fournisseur/RaisonSociale") == long_text
+    assert unit.find("DonneesStatut/Producteur").get("Id") == "<&'\">"
+
+
+def _official_mutation(xml: bytes, change) -> bool:
+    root = etree.fromstring(xml)
+    change(root)
+    return load_schema().validate(root)
+
+
+def _swap_partners(root):
+    partners = root.find("Enveloppe/EnveloppeUnitaire/Partenaires")
+    partners.append(partners[0])  # Recepteur moved after Emetteur
+
+
+def _remove(path):
+    return lambda root: root.find(path).getparent().remove(root.find(path))
+
+
+def _producer_as_text(root):
+    producer = root.find(".//DonneesStatut/Producteur")
+    producer.text = producer.attrib.pop("Id")
+
+
+@pytest.mark.parametrize("change", [
+    _swap_partners,
+    _remove("CPPFactureStatuts/CPPFactureStatutUnitaire/Debiteur/TypeIdentifiant"),
+    _remove("CPPFactureStatuts/CPPFactureStatutUnitaire/Fournisseur/RaisonSociale"),
+    _producer_as_text,
+])
+def test_official_schema_refuses_what_the_old_reports_did(change):
+    xml = invoice_report([status_line("F1")])
+    assert _official_mutation(xml, lambda root: None)
+    assert not _official_mutation(xml, change)
+
+
+def test_schemas_are_the_official_files():
+    """Verbatim copies: the checksums of schemas/aife/README.md, and the shared reference when
+    it sits next to the repository (as in CI)."""
+    listed = dict(re.findall(r"\| `([^`]+\.xsd)` \| `([0-9a-f]{64})` \|", (AIFE / "README.md").read_text()))
+    files = sorted(path.name for path in AIFE.glob("*.xsd"))
+    assert sorted(listed) == files and len(files) == 4
+    for name in files:
+        assert hashlib.sha256((AIFE / name).read_bytes()).hexdigest() == listed[name], name
+    shared = AIFE.parents[2] / "shared" / "reference" / "aife"
+    if shared.is_dir():
+        for name in files:
+            assert (shared / name).read_bytes() == (AIFE / name).read_bytes(), name
+    assert statut.SCHEMA_PATH == AIFE / "CPPStatutPivot_V1_19.xsd"
+
+
+# ----- every report the pipeline writes, in every case -----
+
+DAY = date(2026, 3, 2)
+
+
+@pytest.mark.parametrize("interface", sorted(gen.INTERFACES))
+def test_every_outcome_of_an_interface_gives_official_reports(tmp_path, interface):
+    platform = make_platform(tmp_path)
+    states = []
+    every_kind = tuple(gen.ERROR_KINDS)
+    alone = tuple(kind for kind in every_kind if kind != "duplicate")  # a duplicate of a rejected one passes
+    for seed, errors, kinds in ((1, 0.0, every_kind), (2, 0.5, every_kind), (3, 1.0, alone)):
+        made = generated(tmp_path, interface, 8, errors=errors, kinds=kinds, seed=seed, reference_date=DAY)
+        states.append(platform.ingest(made.path).state)
+    states.append(platform.ingest(made.path).error_code)  # the same FLOWID again
+    states.append(platform.ingest(platform.file("facture.xml", b"<Invoice/>"), partner=DEMO).error_code)
+    broken = b"<CPPFactureMixte><" if interface == "FSO1110A" else b"<Invoice><"
+    states.append(platform.ingest(platform.file(flow_name(interface), broken)).error_code)
+    assert states == ["IN_INTEGRE", "IN_INTEGRE_PARTIEL", "IN_REJETE", "IRR_UNCITE", "IRR_NOM_F", "IRR_SYNTAX"]
+    out = platform.spool.outbox(DEMO)
+    names = sorted(path.name for path in out.glob("*.xml"))
+    assert len(names) == 8, names  # six integration reports, two processing reports
+    assert sum(name.startswith("FEN1200A_") for name in names) == 2
+    assert sum(name.startswith(f"C{interface[1:]}_") for name in names) == 5
+    assert sum(name.startswith("CSO0000A_") for name in names) == 1
+    assert [out_file_problem(out / name) for name in names] == [None] * 8
+
+
+# ----- the automatic check of tests/conftest.py can fail -----
+
+
+def test_out_files_check_flags_invalid_and_unknown_files_once(tmp_path):
+    out = tmp_path / "spool" / "partners" / "ABC" / "out"
+    out.mkdir(parents=True)
+    good = invoice_report([status_line("F1")])
+    (out / "FEN1200A_ABC_1.xml").write_bytes(good)
+    (out / ".FEN1200A_ABC_2.xml.part").write_bytes(b"<half")
+    (tmp_path / "elsewhere.xml").write_bytes(b"<Other/>")
+    check = OutFiles()
+    assert check.problems(tmp_path) == []
+    old = good.replace(b"<Recepteur><Id>PART1</Id></Recepteur>", b"").replace(
+        b"</Emetteur>", b"</Emetteur><Recepteur><Id>PART1</Id></Recepteur>")
+    (out / "FEN1200A_ABC_3.xml").write_bytes(old)
+    (out / "FDE2001A_ABC_4.xml").write_bytes(b"<CPPFacturePivot/>")
+    (out / "X_ABC_5.xml").write_bytes(b"<Invoice/>")
+    problems = check.problems(tmp_path)
+    assert len(problems) == 3
+    assert "FEN1200A_ABC_3.xml: invalide selon CPPStatutPivot_V1_19.xsd" in problems[1]
+    assert "FDE2001A_ABC_4.xml: invalide selon CPPFacturePivot_V2_01.xsd" in problems[0]
+    assert "racine 'Invoice' sans schéma officiel" in problems[2]
+    assert check.problems(tmp_path) == []  # each file once, again only when it changes
+    (out / "FEN1200A_ABC_1.xml").write_bytes(good.replace(b"<IdStatut>01</IdStatut>", b"<IdStatut>99</IdStatut>"))
+    assert len(check.problems(tmp_path)) == 1
+    for path in out.glob("*.xml"):  # or the automatic check of this very test would refuse them
+        path.unlink()
 
 
 # ----- description, labels, names -----

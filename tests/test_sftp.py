@@ -28,6 +28,8 @@ from edi.db.models import Report, ReportDownload, ReportPurge
 from edi.ingest import sftp as sftp_mod
 from edi.ingest.sftp import SftpService
 
+# report files here are stand-in bytes: this suite tests their transport, not their content
+pytestmark = pytest.mark.stand_in_reports
 SFTP_BIN = shutil.which("sftp")
 FLOW_A = "FSO1110A_AAA_" + "A" * 25 + ".xml"
 FLOW_B = "FSO1110A_BBB_" + "B" * 25 + ".xml"

