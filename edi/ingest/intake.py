@@ -130,7 +130,7 @@ def record(url: str, spool: Spool, work_file: Path, *, source: str) -> Flow:
     with db.session(url) as s:
         s.add(flow)
         s.flush()
-        trace.add(s, flow.id, trace.RECEIVED, trace.OK, f"{filename} ({flow.size} octets, {source}), sha256 {flow.sha256}")
+        trace.add(s, flow.id, trace.RECEIVED, trace.OK, f"{source}, {flow.size} octets, sha256 {flow.sha256}")
         s.commit()
         s.refresh(flow)
     crash_point("recorded")
@@ -184,7 +184,7 @@ def record_refused(url: str, app: str, filename: str, size: int, *, source: str)
     with db.session(url) as s:
         s.add(flow)
         s.flush()
-        trace.add(s, flow.id, trace.RECEIVED, trace.KO, f"{filename} ({size} octets, {source}), refusé à l'arrivée")
+        trace.add(s, flow.id, trace.RECEIVED, trace.KO, f"{source}, {size} octets, refusé à l'arrivée")
         s.commit()
         s.refresh(flow)
     LOG.warning("flow_refused_on_arrival", flow=flow.id, app=app, file=filename, bytes=size, source=source)
