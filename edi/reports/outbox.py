@@ -41,7 +41,8 @@ def deliver_pending(url: str, spool: Spool, flow_id: int | None = None) -> int:
             created = write_new(spool.outbox(app) / filename, unpack(stored))
             s.execute(update(Report).where(Report.id == report_id).values(written_at=utcnow()))
             if report_flow is not None:
-                trace.add(s, report_flow, trace.WRITTEN, trace.OK if created else "present", f"partners/{app}/out/{filename}")
+                trace.add(s, report_flow, trace.WRITTEN, trace.OK,
+                          f"partners/{app}/out/{filename}" + ("" if created else " (déjà présent)"))
             s.commit()
         LOG.info("report_written" if created else "report_already_present", app=app, file=filename)
         written += created
