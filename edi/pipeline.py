@@ -5,7 +5,9 @@ transaction holding the invoices, findings, status events, reports and the flow'
 Until that commit nothing of the flow is visible, so a crash anywhere before it is replayed from
 the archived original by the next worker (`resumable`), and files written before it (staged
 invoices, recipient deliveries) have deterministic names and bytes. A flow is held by one
-worker at a time through a lease on its row (`owner`, `lease_until`).
+worker at a time through a lease on its row (`owner`, `lease_until`): the commit first checks
+the lease is still held (`lease.hold`), so a worker that stalled past it writes nothing.
+Each step is a trace row (`edi.trace`); those of the processing go in the same transaction.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from pathlib import Path
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from edi import db, log
+from datetime import datetime
+
+from edi import db, log, trace
 from edi.config import Config
 from edi.db.models import (
     INTEGRATED, PARTIAL, REJECTED,
-    Finding as FindingRow, Flow, Invoice, Packed, Partner, Report, StatusEvent, pack, utcnow,
+    Finding as FindingRow, Flow, FlowStep, Invoice, Packed, Partner, Report, StatusEvent, pack, utcnow,
 )
 from edi.ingest.intake import crash_point
-from edi.lease import Lease, LeaseLost, acquire, owner_id
+from edi.lease import Lease, LeaseLost, acquire, hold, release_failed
 from edi.spool import Spool
 from edi.ingest.split import Limits, read_flow
 from edi.invoice import InvoiceData
@@ -50,6 +54,7 @@ class InvoiceResult:
     row: dict
     findings: list[Finding]
     staged: delivery.Staged | None = None
+    at: datetime | None = None  # when it was decided (its trace row)
 
     @property
     def accepted(self) -> bool:
@@ -64,6 +69,10 @@ class Outcome:
     flow_ref: str = ""
     rules: list[str] = field(default_factory=list)  # schema and rule-set versions that ran
     staging: str = ""  # the flow's scratch folder under spool/work
+    steps: list[dict] = field(default_factory=list)  # flow-level trace rows, written with the outcome
+
+    def step(self, flow_id: int, step: str, outcome: str = trace.OK, detail: str = "") -> None:
+        self.steps.append(trace.row(flow_id, step, outcome, detail))
 
     @property
     def accepted(self) -> int:
@@ -94,28 +103,56 @@ def process(cfg: Config, flow_id: int) -> Flow | None:
     log_ = LOG.bind(flow=flow_id, app=flow.app, file=flow.filename)
     log_.info("flow_processing")
     try:
+        flow = _process(cfg, flow, outcome, deliveries, lease, log_)
+    except LeaseLost:
+        log_.warning("flow_lease_lost", hint="un autre worker a repris le flux ; ce traitement est abandonné")
+        trace.write(url, flow_id, trace.LEASE_LOST, trace.KO, "repris par un autre worker ; ce traitement est abandonné")
+        return None
+    except Exception as exc:
+        _failed(url, flow_id, exc, log_)
+        raise
+    shutil.rmtree(spool.staging(flow_id), ignore_errors=True)
+    log_.info("flow_done", state=flow.state, invoices=flow.invoice_count, accepted=flow.accepted_count)
+    return flow
+
+
+def _process(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliveries, lease: Lease, log_) -> Flow:
+    """Run the checks, deliver the accepted invoices, commit the outcome (LeaseLost when
+    another worker took the flow over)."""
+    try:
         _run(cfg, flow, outcome, deliveries, lease)
     except FlowRejected as rejected:
-        outcome.flow_findings.append(rejected.finding)
+        finding = rejected.finding
+        outcome.flow_findings.append(finding)
         outcome.invoices.clear()  # an irrecevable flow stops: none of its invoices is integrated
-        log_.warning("flow_irrecevable", code=rejected.finding.code, detail=rejected.finding.message)
-    except LeaseLost:
-        log_.warning("flow_lease_lost")
-        return None
+        outcome.step(flow.id, trace.SPLIT if outcome.steps else trace.CHECKED, trace.KO,
+                     f"{finding.code} : {finding.message}" + (f" ({finding.value})" if finding.value else ""))
+        log_.warning("flow_irrecevable", code=finding.code, detail=finding.message)
     else:
+        outcome.step(flow.id, trace.SPLIT, trace.OK, f"{len(outcome.invoices)} facture(s)")
+        delivered = 0
         for result in outcome.invoices:
             if result.accepted:
                 row = result.row
                 row["path"] = deliveries.deliver(result.staged, row["recipient_siret"], row["code_service"])
+                delivered += 1
+        if delivered:
+            outcome.step(flow.id, trace.DELIVERED, trace.OK, f"{delivered} facture(s) remise(s) aux destinataires")
     crash_point("delivered")
+    return _commit(cfg.database_url, flow, outcome)
+
+
+def _failed(url: str, flow_id: int, exc: Exception, log_) -> None:
+    """A platform error: its text goes into the flow's trace and `last_error`, and the flow is
+    released (or put on hold) — if this worker still holds it."""
+    error = f"{type(exc).__name__}: {exc}"
     try:
-        flow = _commit(url, flow, outcome)
-    except LeaseLost:
-        log_.warning("flow_lease_lost")
-        return None
-    shutil.rmtree(spool.staging(flow_id), ignore_errors=True)
-    log_.info("flow_done", state=flow.state, invoices=flow.invoice_count, accepted=flow.accepted_count)
-    return flow
+        state = release_failed(url, flow_id, error)
+    except Exception:  # the database itself may be what failed: the log still has it all
+        log_.exception("flow_release_failed")
+        state = None
+    log_.error("flow_failed", error=error, state=state, exc_info=exc,
+               hint=f"voir `edi flows show {flow_id}` ; après correction : edi flows retry {flow_id}")
 
 
 def _run(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliveries, lease: Lease) -> None:
@@ -126,6 +163,7 @@ def _run(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliver
     flowchecks.check_sender(name, flow.app, partner)
     _reserve_flow_id(cfg.database_url, flow, name.app, name.flow_ref)
     flowchecks.check_size(flow.size, cfg.max_flow_bytes)
+    outcome.step(flow.id, trace.CHECKED, trace.OK, f"{name.interface}, émetteur {name.app}, flux {name.flow_ref}")
     limits = Limits(cfg.max_flow_bytes, cfg.limits.max_file_bytes)
     context = checks.Context.for_flow(cfg, name.interface, INTERFACE_SYNTAX[name.interface])
     try:
@@ -167,7 +205,7 @@ def _decide(deliveries, flow, outcome, context, seq, raw, data, found, element) 
         row.update(accepted=True, deposit_no=delivery.deposit_number(flow.id, seq),
                    certificate=delivery.certificate(raw), status=AVAILABLE)
         staged = deliveries.stage(seq, row["deposit_no"], raw, element)
-    outcome.invoices.append(InvoiceResult(seq, row, findings, staged))
+    outcome.invoices.append(InvoiceResult(seq, row, findings, staged, utcnow()))
 
 
 def _reserve_flow_id(url: str, flow: Flow, app: str, flow_ref: str) -> None:
@@ -189,6 +227,7 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
     now = utcnow()
     rejected = len(outcome.invoices) - outcome.accepted
     with db.session(url) as s:
+        hold(s, flow.id)  # first: a worker that lost the flow writes nothing
         for chunk in _chunks([r.row for r in outcome.invoices]):
             s.execute(insert(Invoice.__table__), chunk)
         ids = dict(s.execute(select(Invoice.seq, Invoice.id).where(Invoice.flow_id == flow.id)).all())
@@ -198,8 +237,9 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
             rows += [_finding_row(flow.id, ids[r.seq], len(rows) + n, f) for n, f in enumerate(r.findings, start=1)]
         for chunk in _chunks(rows):
             s.execute(insert(FindingRow.__table__), chunk)
+        steps = outcome.steps + [_invoice_step(flow.id, ids[r.seq], r) for r in outcome.invoices]
         status = statut.FLOW_REJECTED if outcome.flow_findings else statut.flow_status(outcome.accepted, rejected)
-        s.add(Report(
+        integration = Report(
             flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
             filename=unique_filename(s, _integration_name(flow, outcome), flow.id),
             content=statut.integration_report(
@@ -208,7 +248,9 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
                 status=status, produced_at=now, lines=[_error_line(f) for f in findings],
                 comment=("Règles : " + " ; ".join(outcome.rules)) if outcome.rules else "",
             ),
-        ))
+        )
+        s.add(integration)
+        steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{integration.filename} (statut {status})"))
         if outcome.accepted:
             rendered = Path(outcome.staging) / "processing-report.xml"
             rendered.parent.mkdir(parents=True, exist_ok=True)
@@ -225,22 +267,37 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
             )
             s.add(report)
             s.flush()
+            steps.append(trace.row(flow.id, trace.REPORTED, trace.OK,
+                                   f"{report.filename} ({outcome.accepted} facture(s) : statuts 01 et 03)"))
             events = (dict(invoice_id=ids[r.seq], code=code, at=now, producer=PLATFORM_APP, report_id=report.id,
                            reason="", comment=r.row["certificate"] if code == DEPOSITED else "")
                       for r in outcome.invoices if r.accepted for code in (DEPOSITED, AVAILABLE))
             for chunk in _chunks(events):
                 s.execute(insert(StatusEvent.__table__), chunk)
-        done = s.execute(update(Flow).where(Flow.id == flow.id, Flow.owner == owner_id()).values(
+        steps.append(trace.row(flow.id, trace.FINISHED, outcome.state,
+                               f"{outcome.accepted}/{len(outcome.invoices)} facture(s) acceptée(s)"))
+        for chunk in _chunks(steps):
+            s.execute(insert(FlowStep.__table__), chunk)
+        s.execute(update(Flow).where(Flow.id == flow.id).values(
             interface=outcome.interface, flow_ref=outcome.flow_ref, state=outcome.state,
             error_code=outcome.flow_findings[0].code if outcome.flow_findings else None,
             invoice_count=len(outcome.invoices), accepted_count=outcome.accepted,
             owner=None, lease_until=None, finished_at=now,
         ))
-        if done.rowcount != 1:
-            s.rollback()
-            raise LeaseLost()
         s.commit()
         return s.get(Flow, flow.id)
+
+
+def _invoice_step(flow_id: int, invoice_id: int, r: InvoiceResult) -> dict:
+    row = r.row
+    if r.accepted:
+        detail = (f"n° {row['number']} acceptée, dépôt {row['deposit_no']}, "
+                  f"destinataire {row['recipient_siret']}/{row['code_service'] or '_'}")
+    else:
+        codes = dict.fromkeys(f.code for f in r.findings if f.fatal)
+        detail = f"n° {row['number']} rejetée : {', '.join(codes)}"
+    return trace.row(flow_id, trace.INVOICE, trace.OK if r.accepted else trace.KO, detail, at=r.at,
+                     invoice_id=invoice_id)
 
 
 def _packed(path: Path) -> Packed:

@@ -1,7 +1,7 @@
 """Read-only views for the ops CLI: plain dicts, ready for `--json` (a contract for scripts).
 
-A flow's JSON holds its state, its report files and its invoices with number, deposit number,
-status and findings (code, reason, message, location).
+A flow's JSON holds its state, its report files, its invoices with number, deposit number,
+status and findings (code, reason, message, location), and its trace (every step, in order).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from sqlalchemy import or_, select
 
 from edi import db
-from edi.db.models import Finding, Flow, Invoice, Report, StatusEvent
+from edi.db.models import Finding, Flow, FlowStep, Invoice, Report, StatusEvent
 from edi.reports.statut import LIFECYCLE_LABELS
 
 
@@ -24,7 +24,7 @@ def _flow_dict(f: Flow) -> dict:
         id=f.id, flow_ref=f.flow_ref, app=f.app, interface=f.interface, filename=f.filename, size=f.size,
         sha256=f.sha256, state=f.state, error_code=f.error_code, invoice_count=f.invoice_count,
         accepted_count=f.accepted_count, received_at=_iso(f.received_at), finished_at=_iso(f.finished_at),
-        archive_path=f.archive_path, source=f.source,
+        archive_path=f.archive_path, source=f.source, attempts=f.attempts, last_error=f.last_error,
     )
 
 
@@ -76,7 +76,24 @@ def flow_detail(url: str, ref: str) -> dict | None:
                  findings=by_invoice.get(i.id, []))
             for i in invoices
         ]
+        out["trace"] = flow_trace(s, flow.id)
         return out
+
+
+def flow_trace(s, flow_id: int) -> list[dict]:
+    """The flow's steps in the order they happened (invoice steps name their invoice's seq)."""
+    rows = s.execute(select(FlowStep.at, FlowStep.step, FlowStep.outcome, FlowStep.detail, Invoice.seq)
+                     .outerjoin(Invoice, Invoice.id == FlowStep.invoice_id)
+                     .where(FlowStep.flow_id == flow_id).order_by(FlowStep.at, FlowStep.id))
+    return [dict(at=_iso(at), step=step, outcome=outcome, detail=detail, invoice_seq=seq)
+            for at, step, outcome, detail, seq in rows]
+
+
+def trace_text(trace: list[dict]) -> str:
+    """The timeline of `edi flows show`: one line per step (time, step, outcome, detail)."""
+    width = max((len(t["step"]) for t in trace), default=0)
+    return "\n".join(f"{t['at'][:23].replace('T', ' ')}  {t['step']:<{width}}  {t['outcome']:<18}  {t['detail']}"
+                     for t in trace)
 
 
 def report_contents(url: str, flow_id: int) -> list[dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from edi import db, log
+from edi import db, trace
 from edi.config import Config
 from edi.db.models import ON_HOLD, RECEIVED, Flow
 from edi.ingest import intake
@@ -22,7 +22,6 @@ from edi.pipeline import process
 from edi.reports import push
 from edi.reports.outbox import deliver_pending
 
-LOG = log.get("edi.worker")
 _APP_IN_NAME = re.compile(r"^[A-Z0-9]{8}_([A-Z0-9]{3,8})_")
 
 
@@ -94,31 +93,14 @@ def run_once(cfg: Config, spool: Spool, readiness: intake.Readiness, should_stop
             continue  # recorded a moment ago by another process, still being moved into the archive
         try:
             finished = process(cfg, flow_id)
-        except Exception:  # a platform error on this flow must not block the others
-            hold_after_failure(cfg.database_url, flow_id)
-            continue
+        except Exception:  # a platform error on this flow must not block the others; process()
+            continue  # recorded it (trace, last_error), released the flow or put it on hold, and logged it
         if finished is not None:
             done += 1
             intake.crash_point("committed")
     deliver_pending(cfg.database_url, spool)
     push.push_pending(cfg)  # partners with a remote SFTP destination; no query when there is none
     return done
-
-
-MAX_ATTEMPTS = 3
-
-
-def hold_after_failure(url: str, flow_id: int) -> None:
-    """Count a failed attempt; after MAX_ATTEMPTS the flow is put on hold (ON_HOLD) for ops.
-    Its lease is released so that the next round (or another worker) can try again meanwhile."""
-    with db.session(url) as s:
-        flow = s.get(Flow, flow_id)
-        flow.attempts += 1
-        flow.owner, flow.lease_until = None, None
-        flow.state = ON_HOLD if flow.attempts >= MAX_ATTEMPTS else RECEIVED
-        s.commit()
-    LOG.exception("flow_failed", flow=flow_id, attempts=flow.attempts, state=flow.state,
-                  hint="voir le journal ; après correction : edi flows retry " + str(flow_id))
 
 
 def retry(url: str, ref: str) -> Flow | None:
@@ -130,6 +112,7 @@ def retry(url: str, ref: str) -> Flow | None:
         if flow is None or flow.state != ON_HOLD:
             return flow
         flow.state, flow.attempts = RECEIVED, 0
+        trace.add(s, flow.id, trace.RETRIED, trace.OK, "remis en file (edi flows retry)")
         s.commit()
         s.refresh(flow)
         return flow

@@ -384,3 +384,36 @@ def test_two_services_process_each_flow_once(site, tmp_path):
     assert len(site.reports("")) == 2 * len(flows)
     assert len(_files(site.spool / "archive")) == len(flows)
     assert list(site.inbox.iterdir()) == [] and list((site.spool / "work").iterdir()) == []
+
+
+# ------------------------------------------------------------------ 5. a flow that kills its worker
+
+
+def test_flow_killing_its_worker_three_times_is_held_not_replayed_for_ever(site, tmp_path):
+    """Attempts are counted when a worker takes the flow, so a worker killed in the middle
+    (kill -9, the kernel out of memory) counts: after three, the flow waits for ops."""
+    flow = generator.generate("FSO1110A", 20, tmp_path / "gen", errors=0.1, seed=41)
+    site.drop(flow.path)
+    for attempt in (1, 2, 3):
+        run = site.serve(EDI_TEST_CRASH_AT="delivered")
+        assert run.proc.wait(timeout=60) == 137, run.log.read_text()[-3000:]
+        assert site.query("SELECT state, attempts FROM flow") == [("EN_COURS", attempt)]
+
+    held = site.serve()
+    wait_until(lambda: site.query("SELECT state FROM flow") == [("IN_ATTENTE_RETRAITEMENT",)], 30, "the flow on hold")
+    time.sleep(3 * POLL)  # a few more rounds: still held, nothing sent
+    assert site.query("SELECT state, attempts, owner FROM flow") == [("IN_ATTENTE_RETRAITEMENT", 3, None)]
+    assert site.query("SELECT count(*) FROM invoice") == [(0,)] and site.reports("") == []
+    assert [e["attempts"] for e in site.events("flow_held")] == [3]
+
+    retried = subprocess.run([*EDI, "--config", str(site.config), "flows", "retry", flow.flow_id],
+                             capture_output=True, text=True, timeout=60,
+                             env={k: v for k, v in os.environ.items() if not k.startswith("EDI_")})
+    assert retried.returncode == 0, retried.stderr
+    wait_until(lambda: site.query("SELECT count(*) FROM report WHERE written_at IS NOT NULL") == [(2,)]
+               and site.query("SELECT state FROM flow") == [("IN_INTEGRE_PARTIEL",)], 60, "the retried flow's reports")
+    assert held.stop() == 0
+    _check_outcome(site, flow)
+    steps = [s for (s,) in site.query("SELECT step FROM flowstep ORDER BY at, id")]
+    assert steps[:8] == ["received", "archived", "claimed", "claimed", "claimed", "held", "retried", "claimed"]
+    assert steps.count("finished") == 1 and steps.count("invoice") == 20

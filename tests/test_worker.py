@@ -6,6 +6,7 @@ from __future__ import annotations
 import edi.pipeline
 from edi import worker
 from edi.db.models import ON_HOLD
+from edi.lease import MAX_ATTEMPTS
 from edi.ingest import intake
 from tests.helpers import DEMO, generated, make_platform
 
@@ -26,7 +27,7 @@ def test_failing_flow_does_not_block_the_queue_and_goes_on_hold(tmp_path, monkey
 
     monkeypatch.setattr(edi.pipeline, "_commit", failing_commit)
     readiness = intake.Readiness(0)
-    for _ in range(worker.MAX_ATTEMPTS):
+    for _ in range(MAX_ATTEMPTS):
         worker.run_once(platform.cfg, platform.spool, readiness)
 
     flows = {f["filename"]: f for f in platform.cli_json("flows", "list", "--json")}

@@ -53,6 +53,10 @@ def flows_show(ctx: typer.Context, ref: str, as_json: bool = typer.Option(False,
                   f" ({detail['accepted_count']}/{detail['invoice_count']} acceptées)", highlight=False)
     console.print(f"  reçu le {detail['received_at']} ; archive : {detail['archive_path']} ; sha256 {detail['sha256']}",
                   highlight=False)
+    if detail["last_error"]:
+        console.print(f"  dernière erreur : {detail['last_error']}", highlight=False, markup=False)
+    console.print("\n[bold]Étapes[/bold]")
+    console.print(queries.trace_text(detail["trace"]), highlight=False, markup=False, soft_wrap=True)
     for report in queries.report_contents(cfg(ctx).database_url, detail["id"]):
         console.print(f"\n[bold]{report['filename']}[/bold]", highlight=False)
         console.print(render_text(report["content"]), highlight=False, markup=False)

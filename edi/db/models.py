@@ -98,11 +98,12 @@ class Flow(SQLModel, table=True):
     error_code: str | None = None  # the IRR_* code when irrecevable
     invoice_count: int = 0
     accepted_count: int = 0
-    attempts: int = 0  # processing attempts that failed on a platform error
+    attempts: int = 0  # times a worker took the flow for processing (counted at claim: a killed worker counts)
     owner: str | None = None  # host:pid of the worker holding the lease
     lease_until: datetime | None = None
     received_at: datetime = Field(default_factory=utcnow, index=True)
     finished_at: datetime | None = None
+    last_error: str | None = None  # text of the last platform failure (the trace keeps them all)
 
 
 class Invoice(SQLModel, table=True):
@@ -156,6 +157,21 @@ class StatusEvent(SQLModel, table=True):
     reason: str = ""
     comment: str = ""
     report_id: int | None = Field(default=None, foreign_key="report.id", index=True)
+
+
+class FlowStep(SQLModel, table=True):
+    """The trace, as in Bots: one row per step of a flow (and per invoice decided), so that ops
+    can read what happened to a flow, when, and why. Steps before the outcome (received,
+    archived, claimed, failed, held) are written as they happen; the others are written in the
+    transaction of the outcome, so a replayed flow never has them twice."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    flow_id: int = Field(foreign_key="flow.id", index=True)
+    invoice_id: int | None = Field(default=None, foreign_key="invoice.id")
+    step: str  # one of edi.trace.STEPS
+    outcome: str  # ok | ko | error, or the flow state it led to
+    detail: str = ""
+    at: datetime = Field(default_factory=utcnow)
 
 
 class Structure(SQLModel, table=True):

@@ -30,21 +30,31 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from edi import db, log
+from edi import db, log, trace
 from edi.db.models import RECEIVED, Flow, utcnow
 from edi.spool import Spool, fsync_dir, in_progress
 
 LOG = log.get("edi.intake")
 _SEP = "__"
 CRASH_ENV = "EDI_TEST_CRASH_AT"
+STALL_ENV, GATE_ENV = "EDI_TEST_STALL_AT", "EDI_TEST_STALL_GATE"
 
 
 def crash_point(name: str) -> None:
-    """Test hook for the crash-and-resume tests: `EDI_TEST_CRASH_AT=<name>` kills the process
-    here as `kill -9` would (no cleanup, no flush beyond this line)."""
+    """Test hooks for the crash-and-resume and stale-worker tests: `EDI_TEST_CRASH_AT=<name>`
+    kills the process here as `kill -9` would (no cleanup, no flush beyond this line);
+    `EDI_TEST_STALL_AT=<name>` with `EDI_TEST_STALL_GATE=<file>` creates the file and stalls
+    here until the test removes it (at most two minutes), as a worker stuck on a slow disk."""
     if os.environ.get(CRASH_ENV) == name:
         LOG.warning("test_crash", point=name)
         os._exit(137)
+    if os.environ.get(STALL_ENV) == name:
+        gate = Path(os.environ[GATE_ENV])
+        gate.touch()
+        LOG.warning("test_stall", point=name)
+        deadline = time.monotonic() + 120
+        while gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 class Readiness:
@@ -119,20 +129,23 @@ def record(url: str, spool: Spool, work_file: Path, *, source: str) -> Flow:
     )
     with db.session(url) as s:
         s.add(flow)
+        s.flush()
+        trace.add(s, flow.id, trace.RECEIVED, trace.OK, f"{source}, {flow.size} octets, sha256 {flow.sha256}")
         s.commit()
         s.refresh(flow)
     crash_point("recorded")
-    _archive(work_file, archive)
+    _archive(url, flow.id, work_file, archive)
     LOG.info("flow_received", flow=flow.id, app=app, file=filename, bytes=flow.size, sha256=flow.sha256,
              archive=str(archive), source=source)
     return flow
 
 
-def _archive(work_file: Path, archive: Path) -> None:
+def _archive(url: str, flow_id: int, work_file: Path, archive: Path) -> None:
     archive.parent.mkdir(parents=True, exist_ok=True)
     os.rename(work_file, archive)
     os.chmod(archive, 0o444)
     fsync_dir(archive.parent)
+    trace.write(url, flow_id, trace.ARCHIVED, trace.OK, str(archive))
 
 
 @contextmanager
@@ -170,6 +183,8 @@ def record_refused(url: str, app: str, filename: str, size: int, *, source: str)
     flow = Flow(app=app, filename=filename, size=size, source=source, state=RECEIVED)
     with db.session(url) as s:
         s.add(flow)
+        s.flush()
+        trace.add(s, flow.id, trace.RECEIVED, trace.KO, f"{source}, {size} octets, refusé à l'arrivée")
         s.commit()
         s.refresh(flow)
     LOG.warning("flow_refused_on_arrival", flow=flow.id, app=app, file=filename, bytes=size, source=source)
@@ -192,7 +207,7 @@ def recover(url: str, spool: Spool) -> int:
             if row is None:
                 record(url, spool, work_file, source="recovered")
             elif not Path(row.archive_path).exists():
-                _archive(work_file, Path(row.archive_path))
+                _archive(url, row.id, work_file, Path(row.archive_path))
                 LOG.info("flow_archived_on_recovery", flow=row.id, archive=row.archive_path)
             else:  # archived and still in work/ cannot happen (rename); keep the archived copy
                 continue

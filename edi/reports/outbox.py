@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import LargeBinary, select, type_coerce, update
 
-from edi import db, log
+from edi import db, log, trace
 from edi.db.models import Partner, Report, unpack, utcnow
 from edi.spool import Spool, write_new
 
@@ -28,18 +28,21 @@ def deliver_pending(url: str, spool: Spool, flow_id: int | None = None) -> int:
     """Write every report not yet written (of one flow, or all). Returns how many were written."""
     written = 0
     with db.session(url) as s:
-        query = select(Report.id, Report.app, Report.filename).where(Report.written_at.is_(None))
+        query = select(Report.id, Report.app, Report.filename, Report.flow_id).where(Report.written_at.is_(None))
         if flow_id is not None:
             query = query.where(Report.flow_id == flow_id)
         pending = s.execute(query.order_by(Report.id)).all()
         known = {app for (app,) in s.execute(select(Partner.app))}
-    for report_id, app, filename in pending:
+    for report_id, app, filename, report_flow in pending:
         if app not in known:
             continue
         with db.session(url) as s:
             stored = s.execute(select(type_coerce(Report.content, LargeBinary)).where(Report.id == report_id)).scalar_one()
             created = write_new(spool.outbox(app) / filename, unpack(stored))
             s.execute(update(Report).where(Report.id == report_id).values(written_at=utcnow()))
+            if report_flow is not None:
+                trace.add(s, report_flow, trace.WRITTEN, trace.OK,
+                          f"partners/{app}/out/{filename}" + ("" if created else " (déjà présent)"))
             s.commit()
         LOG.info("report_written" if created else "report_already_present", app=app, file=filename)
         written += created
