@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edi import config as config_mod
@@ -46,7 +47,8 @@ def _print_json(data) -> None:
 
 
 def _fail(message: str, hint: str = "") -> None:
-    err.print(f"[red]Erreur :[/red] {message}" + (f"\n[yellow]→[/yellow] {hint}" if hint else ""), highlight=False)
+    err.print(f"[red]Erreur :[/red] {message}" + (f"\n[yellow]→[/yellow] {hint}" if hint else ""), highlight=False,
+              soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -286,6 +288,66 @@ def invoices_show(ctx: typer.Context, deposit_no: str, as_json: bool = typer.Opt
                       highlight=False)
     for f in detail["findings"]:
         console.print(f"  ! {f['code']} [{f['reason']}] {f['message']} — {f['location']}", highlight=False, markup=False)
+
+
+@invoices_app.command("status")
+def invoices_status(
+    ctx: typer.Context,
+    deposit_no: str,
+    code: str = typer.Argument(..., help="Nouveau statut (04 à 11), voir docs/lifecycle.md."),
+    reason: str = typer.Option("", "--reason", help="Motif de la réforme (obligatoire pour 04, 05, 06)."),
+    comment: str = typer.Option("", "--comment", help="Commentaire pour le fournisseur."),
+    mandate: str = typer.Option("", "--mandate", help="Numéro de mandat (08 à 11)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Qui agit (défaut : l'utilisateur du système)."),
+):
+    """Set an invoice's status for its recipient (recipients without EDI, support): checked against
+    the life-cycle table, recorded with who did it, reported to the supplier's sender (FEN1200A)."""
+    import getpass
+
+    from edi import lifecycle
+    from edi.reports.outbox import deliver_pending
+    from edi.route import status
+    from edi.spool import Spool
+
+    producer = (by if by is not None else getpass.getuser()).strip()
+    if not producer or len(producer) > 64 or not producer.isprintable():
+        _fail(f"opérateur « {escape(producer)} » invalide", "donnez --by NOM (1 à 64 caractères imprimables)")
+    change = status.Change(status=code.strip().zfill(2), actor="ops", producer=producer,
+                           reason=reason.strip().upper(), comment=comment.strip(), mandate=mandate.strip())
+    try:
+        applied = status.change_status(_cfg(ctx).database_url, deposit_no, change)
+    except status.Refused as refused:
+        _fail(escape(str(refused)))
+    deliver_pending(_cfg(ctx).database_url, Spool(_cfg(ctx).spool_root), applied.flow_id)
+    console.print(f"Facture {applied.number} (dépôt {applied.deposit_no}) : {applied.previous} → {applied.status} "
+                  f"{lifecycle.LABELS[applied.status]}, par {producer} ; compte rendu {applied.report}",
+                  highlight=False, markup=False)
+
+
+@invoices_app.command("history")
+def invoices_history(ctx: typer.Context, deposit_no: str, as_json: bool = typer.Option(False, "--json")):
+    """An invoice's statuses, oldest first: who set each, reason, comment, mandate, report."""
+    from rich.text import Text
+
+    from edi.route import status
+
+    found = status.history(_cfg(ctx).database_url, deposit_no)
+    if found is None:
+        _fail(f"REJ_INEX : aucune facture déposée sous le numéro {escape(deposit_no)}")
+    if as_json:
+        _print_json(found)
+        return
+    console.print(f"Facture {found['number']} — dépôt {found['deposit_no']} — statut {found['status']} {found['label']}"
+                  + (" (final)" if found["final"] else ""), highlight=False, markup=False)
+    table = Table("Date", "Statut", "Par", "Motif", "Commentaire", "Mandat", "Compte rendu")
+    for e in found["events"]:
+        cells = (e["at"][:19], f"{e['status']} {e['label']}", f"{e['producer']} ({e['actor']})",
+                 e["reason"], e["comment"], e["mandate"], e["report"] or "")
+        table.add_row(*(Text(cell) for cell in cells))
+    console.print(table)
+    if not found["final"]:
+        console.print("Statuts possibles pour l'exploitation : " + (", ".join(found["next"]["ops"]) or "aucun"),
+                      highlight=False, markup=False)
 
 
 def _register_sub_apps() -> None:

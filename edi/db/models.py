@@ -156,6 +156,8 @@ class StatusEvent(SQLModel, table=True):
     reason: str = ""
     comment: str = ""
     report_id: int | None = Field(default=None, foreign_key="report.id", index=True)
+    actor: str = "platform"  # role of the producer (edi.lifecycle.ACTORS)
+    mandate: str = ""  # IdMandatDP, given with 08 to 11
 
 
 class Structure(SQLModel, table=True):
