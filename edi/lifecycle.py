@@ -13,7 +13,7 @@ a one-line French message naming the statuses involved.
 >>> check_move("03", "07", OPS) is None
 True
 >>> print(check_move("05", "07", RECIPIENT))
-REJ_RG : la facture est au statut final 05 (Rejetée) : aucun changement n'est possible
+REJ_RG : la facture est au statut final 05 (Rejetée) : passage à 07 (Service fait) impossible
 >>> status_for_reason("JUSTIF_ABS"), status_for_reason("REF_ERR"), status_for_reason("DOUBLON")
 ('06', '04', '05')
 """
@@ -231,7 +231,7 @@ def check_move(current: str, new: str, actor: str, reason: str = "", mandate: st
                                   f"seul(e) {who} le peut")
     if current in BY_CODE and BY_CODE[current].final:
         return Refusal("REJ_RG", f"la facture est au statut final {describe(current)} : "
-                                 "aucun changement n'est possible")
+                                 f"passage à {describe(new)} impossible")
     if current not in target.after:
         sources = ", ".join(describe(c) for c in target.after)
         return Refusal("REJ_RG", f"passage de {describe(current)} à {describe(new)} interdit : "
