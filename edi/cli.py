@@ -321,7 +321,7 @@ def invoices_status(
     deliver_pending(_cfg(ctx).database_url, Spool(_cfg(ctx).spool_root), applied.flow_id)
     console.print(f"Facture {applied.number} (dépôt {applied.deposit_no}) : {applied.previous} → {applied.status} "
                   f"{lifecycle.LABELS[applied.status]}, par {producer} ; compte rendu {applied.report}",
-                  highlight=False, markup=False)
+                  highlight=False, markup=False, soft_wrap=True)
 
 
 @invoices_app.command("history")
