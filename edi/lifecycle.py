@@ -282,6 +282,11 @@ def _yes(flag: bool) -> str:
     return "oui" if flag else "—"
 
 
+def _section(title: str, intro: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    lines = ["", f"## {title}", "", intro, "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def render_markdown() -> str:
     """The text of docs/lifecycle.md (deterministic: no date, no path)."""
     actors = lambda codes: ", ".join(ACTOR_LABELS[a] for a in codes)  # noqa: E731
@@ -329,28 +334,20 @@ def render_markdown() -> str:
             who = "".join(dict.fromkeys(letter[a] for a in s.set_by if a in letter and current in s.after))
             cells.append(who if who and not (current and BY_CODE[current].final) else "")
         lines.append(f"| {current or 'dépôt'} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "## Motifs (04, 05, 06)",
-        "",
+    lines += _section(
+        "Motifs (04, 05, 06)",
         "Le motif décide du statut, comme sur le portail : `JUSTIF_ABS` suspend (06) ; "
         "`CODE_ROUTAGE_ERR`, `REF_CT_ABSENT` et `REF_ERR` renvoient la facture à recycler (04) ; "
         "tout autre motif la rejette (05). Un statut qui ne correspond pas à son motif est refusé.",
-        "",
-        "| Motif | Libellé | Statut |",
-        "|---|---|---|",
-    ]
-    lines += [f"| `{code}` | {label} | {describe(status_for_reason(code))} |" for code, label in REASONS.items()]
-    lines += [
-        "",
-        "## Refus",
-        "",
+        ("Motif", "Libellé", "Statut"),
+        [(f"`{code}`", label, describe(status_for_reason(code))) for code, label in REASONS.items()],
+    )
+    lines += _section(
+        "Refus",
         "Un changement refusé ne modifie rien ; il est signalé par un code et un message d'une ligne.",
-        "",
-        "| Code | Cas |",
-        "|---|---|",
-    ]
-    lines += [f"| `{code}` | {text} |" for code, text in REFUSALS.items()]
+        ("Code", "Cas"),
+        [(f"`{code}`", text) for code, text in REFUSALS.items()],
+    )
     lines += [
         "",
         "## Pour l'exploitation",

@@ -16,6 +16,7 @@ import pytest
 
 from edi import lifecycle
 from edi.lifecycle import OPS, PLATFORM, RECIPIENT, SUPPLIER, check_move, status_for_reason
+from tests.test_catalogue import REFORM_REASONS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "lifecycle.md"
@@ -25,14 +26,9 @@ PRODUCT = [f"{n:02d}" for n in range(1, 13)]  # the statuses the platform suppor
 OFFICIAL = [f"{n:02d}" for n in range(1, 42)]  # CPPStatut V1_19: 01..41
 CURRENT = ["", *PRODUCT]  # "": not deposited yet
 
-# Reference §2.6, MDT-113 business list, copied on purpose (not imported).
-BUSINESS_REASONS = set("""
-    RETRAIT_MAN_SERV ST_CT_NON_DECLAR SUPPR_COMP_AVOIR TRANSF_PMNT_REGIE CONTACT_ACHTR
-    NON_TRANSMISE JUSTIF_ABS ROUTAGE_ERR AUTRE COORD_BANC_ERR TX_TVA_ERR MONTANTTOTAL_ERR
-    CALCUL_ERR NON_CONFORME DOUBLON DEST_INC DEST_ERR TRANSAC_INC EMMET_INC CONTRAT_TERM
-    DOUBLE_FACT CMD_ERR ADR_ERR SIRET_ERR CODE_ROUTAGE_ERR REF_CT_ABSENT REF_ERR PU_ERR REM_ERR
-    QTE_ERR ART_ERR MODPAI_ERR QUALITE_ERR LIVR_INCOMP
-""".split())
+# Reference §2.6, MDT-113 business list: the reform's reasons less the rejection (REJ_*) and
+# non-receivability (IRR_*) ones, which the platform gives, not recipients.
+BUSINESS_REASONS = {r for r in REFORM_REASONS if not r.startswith(("REJ_", "IRR_"))}
 TO_RECYCLE_REASONS = {"CODE_ROUTAGE_ERR", "REF_CT_ABSENT", "REF_ERR"}
 A_REASON_FOR = {"04": "REF_ERR", "05": "MONTANTTOTAL_ERR", "06": "JUSTIF_ABS"}
 ENGLISH = re.compile(r"\b(the|is|are|must|not|of|and|invalid|missing|unknown|empty|file|status)\b", re.IGNORECASE)
