@@ -327,8 +327,6 @@ def invoices_status(
 @invoices_app.command("history")
 def invoices_history(ctx: typer.Context, deposit_no: str, as_json: bool = typer.Option(False, "--json")):
     """An invoice's statuses, oldest first: who set each, reason, comment, mandate, report."""
-    from rich.text import Text
-
     from edi.route import status
 
     found = status.history(_cfg(ctx).database_url, deposit_no)
@@ -339,12 +337,11 @@ def invoices_history(ctx: typer.Context, deposit_no: str, as_json: bool = typer.
         return
     console.print(f"Facture {found['number']} — dépôt {found['deposit_no']} — statut {found['status']} {found['label']}"
                   + (" (final)" if found["final"] else ""), highlight=False, markup=False)
-    table = Table("Date", "Statut", "Par", "Motif", "Commentaire", "Mandat", "Compte rendu")
     for e in found["events"]:
-        cells = (e["at"][:19], f"{e['status']} {e['label']}", f"{e['producer']} ({e['actor']})",
-                 e["reason"], e["comment"], e["mandate"], e["report"] or "")
-        table.add_row(*(Text(cell) for cell in cells))
-    console.print(table)
+        parts = [f"{e['at'][:19].replace('T', ' ')}  {e['status']} {e['name']}", f"par {e['producer']} ({e['actor']})"]
+        parts += [f"{what} {e[key]}" for what, key in (("motif", "reason"), ("commentaire :", "comment"),
+                                                       ("mandat", "mandate"), ("compte rendu", "report")) if e[key]]
+        console.print("  " + " — ".join(parts), highlight=False, markup=False, soft_wrap=True)
     if not found["final"]:
         console.print("Statuts possibles pour l'exploitation : " + (", ".join(found["next"]["ops"]) or "aucun"),
                       highlight=False, markup=False)

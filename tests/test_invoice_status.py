@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from edi import db
 from edi.db.models import Invoice, Report, StatusEvent, utcnow
@@ -87,6 +87,7 @@ def test_ops_take_an_invoice_to_payment(tmp_path, db_url):
         ("11", "ops", "bob")]
     assert [e["mandate"] for e in events] == ["", "", "", "M-2026-0042", ""]
     assert events[2]["comment"] == "Réception le 3 mars."
+    assert [e["name"] for e in events[2:]] == ["Service fait", "Mandatée", "Mise en paiement"]
     deposit_report = events[0]["report"]
     assert deposit_report == events[1]["report"] and deposit_report.startswith(f"FEN1200A_{DEMO}_")
     assert events[2]["report"] == first and events[4]["report"] == last["name"]
@@ -192,7 +193,7 @@ def test_history_table(tmp_path):
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert f"Facture {numbers[deposit]} — dépôt {deposit} — statut 04" in out
-    assert "CODE_ROUTAGE_ERR" in out and "[SE] inconnu" in out and "alice (ops)" in out
+    assert "04 A recycler — par alice (ops) — motif CODE_ROUTAGE_ERR — commentaire : [SE] inconnu — compte rendu FEN1200A_" in out
     assert "Statuts possibles pour l'exploitation : aucun" in out  # 04 waits for the supplier's resend
 
 
@@ -230,3 +231,17 @@ def test_a_concurrent_change_is_a_conflict(tmp_path, db_url):
     # the service itself reads the status afresh: the same change goes through
     applied = status.change_status(platform.url, deposit, status.Change("08", "ops", "bob"))
     assert (applied.previous, applied.status) == ("07", "08")
+
+
+def test_a_database_from_before_the_life_cycle_is_upgraded(tmp_path, db_url):
+    """StatusEvent's `actor` and `mandate` are additive: an existing database gains them on first
+    use, and the events already there read as the platform's."""
+    platform, flow, (deposit, _), _ = deposited(tmp_path, db_url)
+    with db.engine_for(platform.url).begin() as conn:
+        for column in ("actor", "mandate"):
+            conn.execute(text(f"ALTER TABLE statusevent DROP COLUMN {column}"))
+    db.dispose_all()  # the next command starts as a new process would
+    assert platform.cli("invoices", "status", deposit, "08", "--mandate", "M7", "--by", "alice").exit_code == 0
+    events = platform.cli_json("invoices", "history", deposit)["events"]
+    assert [(e["status"], e["actor"], e["mandate"]) for e in events] == [
+        ("01", "platform", ""), ("03", "platform", ""), ("08", "ops", "M7")]

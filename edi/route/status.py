@@ -139,7 +139,8 @@ def history(url: str, deposit_no: str) -> dict | None:
         code_service=invoice.code_service, status=invoice.status, label=current.label if current else "",
         final=bool(current and current.final),
         next={actor: lifecycle.next_statuses(invoice.status, actor) for actor in lifecycle.ACTORS},
-        events=[dict(at=e.at.isoformat(), status=e.code, label=lifecycle.LABELS.get(e.code, ""), actor=e.actor,
+        events=[dict(at=e.at.isoformat(), status=e.code, label=lifecycle.LABELS.get(e.code, ""),
+                     name=lifecycle.BY_CODE[e.code].name if e.code in lifecycle.BY_CODE else "", actor=e.actor,
                      producer=e.producer, reason=e.reason, reason_label=lifecycle.REASONS.get(e.reason, ""),
                      comment=e.comment, mandate=e.mandate, report=filename)
                 for e, filename in rows],
