@@ -41,13 +41,24 @@ def counts(platform) -> tuple[int, int, list[str]]:
                 [i.status for i in s.execute(select(Invoice).order_by(Invoice.id)).scalars()])
 
 
+def producers(root) -> list[str]:
+    """Who set each status of a processing report: `Producteur@Id` (official schema), or the
+    element's text (the project's earlier shape)."""
+    return [p.get("Id") or p.text or "" for p in root.iterfind("CPPFactureStatuts/CPPFactureStatutUnitaire/"
+                                                               "DonneesStatut/Producteur")]
+
+
+def lines_with_producer(root) -> list[dict]:
+    return [{**line, "Producteur": who} for line, who in zip(status_lines(root), producers(root), strict=True)]
+
+
 def one_line(platform, before, number: str) -> dict:
     """The single new FEN1200A of an action: valid, for the sender, one line for `number`."""
     (name, data), = new_out_files(platform, before).items()
     assert name.startswith(f"FEN1200A_{DEMO}_FEN") and name.endswith(".xml")
     root = validate_report(data)
     assert root.findtext("Enveloppe/EnveloppeUnitaire/Partenaires/Recepteur/Id") == DEMO
-    (line,) = status_lines(root)
+    (line,) = lines_with_producer(root)
     assert line["IdFacture"] == number
     return {"name": name, "data": data, **line}
 
@@ -124,7 +135,7 @@ def test_event_rows_and_report_rows(tmp_path, db_url):
     assert (event.reason, event.comment, event.mandate) == (
         "JUSTIF_ABS", "Joindre le procès-verbal de réception.", "")
     assert (report.app, report.kind, report.flow_id, report.written_at is not None) == (DEMO, "processing", flow.id, True)
-    line = status_lines(validate_report(platform.out_files()[report.filename]))[0]
+    (line,) = lines_with_producer(validate_report(platform.out_files()[report.filename]))
     assert (line["IdStatut"], line["ComplementStatut"], line["Producteur"]) == ("06", "JUSTIF_ABS", "carole")
     assert line["Commentaire"] == ("Motif : Justificatif absent ou insuffisant (JUSTIF_ABS). "
                                    "Commentaire : Joindre le procès-verbal de réception.")
@@ -214,7 +225,7 @@ def test_a_batch_gives_one_report_per_sender(tmp_path, db_url):
     from edi.reports.outbox import deliver_pending
 
     assert deliver_pending(platform.url, platform.spool) == 2
-    demo = status_lines(validate_report(platform.out_files(DEMO)[reports[0].filename]))
+    demo = lines_with_producer(validate_report(platform.out_files(DEMO)[reports[0].filename]))
     assert [line["IdFacture"] for line in demo] == [invoices[0].number, invoices[2].number]
     assert {line["Producteur"] for line in demo} == {"CHUDEMO"}
     other = status_lines(validate_report(platform.out_files("AUTRE")[reports[1].filename]))
