@@ -289,7 +289,6 @@ def _section(title: str, intro: str, columns: tuple[str, ...], rows: list[tuple[
 
 def render_markdown() -> str:
     """The text of docs/lifecycle.md (deterministic: no date, no path)."""
-    actors = lambda codes: ", ".join(ACTOR_LABELS[a] for a in codes)  # noqa: E731
     lines = [
         "# Cycle de vie d'une facture après dépôt",
         "",
@@ -310,7 +309,8 @@ def render_markdown() -> str:
     for s in STATUSES:
         after = ", ".join(c or "dépôt" for c in sorted(s.after))
         label = s.label if s.label == s.name else f"{s.name} — {s.label}"
-        lines.append(f"| `{s.code}` | {label} | {actors(s.set_by)} | {after} | {_yes(s.final)} | "
+        who = ", ".join(ACTOR_LABELS[a] for a in s.set_by)
+        lines.append(f"| `{s.code}` | {label} | {who} | {after} | {_yes(s.final)} | "
                      f"{'obligatoire' if s.reason else '—'} | {'facultatif' if s.mandate else '—'} | "
                      f"{s.meaning} |")
     lines += [

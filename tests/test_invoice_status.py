@@ -70,7 +70,7 @@ def test_ops_take_an_invoice_to_payment(tmp_path, db_url):
     before = platform.out_files()
     result = platform.cli("invoices", "status", deposit, "07", "--by", "alice", "--comment", "Réception le 3 mars.")
     assert result.exit_code == 0, result.output
-    assert f"03 → 07 Service fait, par alice" in result.stdout
+    assert "03 → 07 Service fait, par alice" in result.stdout
     line = one_line(platform, before, number)
     assert (line["IdStatut"], line["Producteur"]) == ("07", "alice")
     assert line["Commentaire"] == "Commentaire : Réception le 3 mars."
