@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from datetime import datetime
 
-from edi import db, log, trace
+from edi import db, lifecycle, log, trace
 from edi.config import Config
 from edi.db.models import (
     INTEGRATED, PARTIAL, REJECTED,
@@ -36,12 +36,13 @@ from edi.invoice import InvoiceData
 from edi.reports import statut
 from edi.reports.outbox import unique_filename
 from edi.route import delivery
+from edi.route.status import processing_id as _processing_id, report_app as _report_app, status_line
 from edi.validate import checks, flowchecks, pool
 from edi.finding import Finding
 from edi.validate.flowchecks import INTERFACES as INTERFACE_SYNTAX, FlowRejected
 
 LOG = log.get("edi.pipeline")
-PLATFORM_APP = "EDI"  # Emetteur/Id of the reports the platform sends
+PLATFORM_APP = lifecycle.PLATFORM_APP  # Emetteur/Id of the reports the platform sends
 DEPOSITED, AVAILABLE = statut.INVOICE_DEPOSITED, statut.INVOICE_AVAILABLE
 
 
@@ -318,14 +319,6 @@ def _chunks(rows, size: int = 1000):
         yield batch
 
 
-def _report_app(app: str) -> str:
-    return app if 3 <= len(app) <= 8 else (app + "___")[:8]
-
-
-def _processing_id(flow_id: int, n: int) -> str:
-    return f"FEN{flow_id:010d}{n:012d}"
-
-
 def _integration_name(flow: Flow, outcome: Outcome) -> str:
     """The design's name; a flow whose own name could not be read gets interface `FSO0000A`
     and its internal id (25 digits) in place of the FLOWID."""
@@ -351,16 +344,10 @@ def _status_lines(s, flow_id: int, at):
     flow order, a thousand at a time) so the report is a view of what the database holds."""
     query = (select(*_STATUS_COLUMNS).where(Invoice.flow_id == flow_id, Invoice.accepted.is_(True))
              .order_by(Invoice.seq).execution_options(yield_per=1000))
-    for id_type, supplier, name, country, siret, service, deposit, cert, number, issued in s.execute(query):
-        id_type = id_type or ("1" if len(supplier) == 14 and supplier.isdigit() else "3")
-        country = country if len(country) == 2 and country.isalpha() else ""
+    for row in s.execute(query):
         for code in (DEPOSITED, AVAILABLE):
-            yield statut.InvoiceStatusLine(
-                supplier_id_type=id_type, supplier_id=supplier, supplier_name=name, supplier_country=country,
-                recipient_siret=siret, code_service=service, status=code, complement=deposit, comment=cert,
-                at=at, invoice_number=number, invoice_date=issued if len(issued) == 10 else "",
-                producer=PLATFORM_APP,
-            )
+            yield status_line(row, status=code, complement=row.deposit_no, comment=row.certificate, at=at,
+                              producer=PLATFORM_APP)
 
 
 def _invoice_row(flow_id: int, seq: int, d: InvoiceData, size: int) -> dict:

@@ -46,7 +46,8 @@ def print_json(data) -> None:
 
 
 def fail(message: str, hint: str = "") -> None:
-    err.print(f"[red]Erreur :[/red] {message}" + (f"\n[yellow]→[/yellow] {hint}" if hint else ""), highlight=False)
+    err.print(f"[red]Erreur :[/red] {message}" + (f"\n[yellow]→[/yellow] {hint}" if hint else ""), highlight=False,
+              soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -1,8 +1,11 @@
-"""`edi invoices show`: one deposited invoice."""
+"""`edi invoices show|status|history`: one deposited invoice, its life cycle set by ops."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
+from rich.markup import escape
 
 from edi.cli.common import cfg, console, fail, print_json
 
@@ -29,3 +32,60 @@ def invoices_show(ctx: typer.Context, deposit_no: str, as_json: bool = typer.Opt
                       highlight=False)
     for f in detail["findings"]:
         console.print(f"  ! {f['code']} [{f['reason']}] {f['message']} — {f['location']}", highlight=False, markup=False)
+
+
+@app.command("status")
+def invoices_status(
+    ctx: typer.Context,
+    deposit_no: str,
+    code: str = typer.Argument(..., help="Nouveau statut (04 à 11), voir docs/lifecycle.md."),
+    reason: str = typer.Option("", "--reason", help="Motif de la réforme (obligatoire pour 04, 05, 06)."),
+    comment: str = typer.Option("", "--comment", help="Commentaire pour le fournisseur."),
+    mandate: str = typer.Option("", "--mandate", help="Numéro de mandat (08 à 11)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Qui agit (défaut : l'utilisateur du système)."),
+):
+    """Set an invoice's status for its recipient (recipients without EDI, support): checked against
+    the life-cycle table, recorded with who did it, reported to the supplier's sender (FEN1200A)."""
+    import getpass
+
+    from edi import lifecycle
+    from edi.reports.outbox import deliver_pending
+    from edi.route import status
+    from edi.spool import Spool
+
+    producer = (by if by is not None else getpass.getuser()).strip()
+    if not producer or len(producer) > 64 or not producer.isprintable():
+        fail(f"opérateur « {escape(producer)} » invalide", "donnez --by NOM (1 à 64 caractères imprimables)")
+    change = status.Change(status=code.strip().zfill(2), actor="ops", producer=producer,
+                           reason=reason.strip().upper(), comment=comment.strip(), mandate=mandate.strip())
+    try:
+        applied = status.change_status(cfg(ctx).database_url, deposit_no, change)
+    except status.Refused as refused:
+        fail(escape(str(refused)))
+    deliver_pending(cfg(ctx).database_url, Spool(cfg(ctx).spool_root), applied.flow_id)
+    console.print(f"Facture {applied.number} (dépôt {applied.deposit_no}) : {applied.previous} → {applied.status} "
+                  f"{lifecycle.LABELS[applied.status]}, par {producer} ; compte rendu {applied.report}",
+                  highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("history")
+def invoices_history(ctx: typer.Context, deposit_no: str, as_json: bool = typer.Option(False, "--json")):
+    """An invoice's statuses, oldest first: who set each, reason, comment, mandate, report."""
+    from edi.route import status
+
+    found = status.history(cfg(ctx).database_url, deposit_no)
+    if found is None:
+        fail(f"REJ_INEX : aucune facture déposée sous le numéro {escape(deposit_no)}")
+    if as_json:
+        print_json(found)
+        return
+    console.print(f"Facture {found['number']} — dépôt {found['deposit_no']} — statut {found['status']} {found['label']}"
+                  + (" (final)" if found["final"] else ""), highlight=False, markup=False)
+    for e in found["events"]:
+        parts = [f"{e['at'][:19].replace('T', ' ')}  {e['status']} {e['name']}", f"par {e['producer']} ({e['actor']})"]
+        parts += [f"{what} {e[key]}" for what, key in (("motif", "reason"), ("commentaire :", "comment"),
+                                                       ("mandat", "mandate"), ("compte rendu", "report")) if e[key]]
+        console.print("  " + " — ".join(parts), highlight=False, markup=False, soft_wrap=True)
+    if not found["final"]:
+        console.print("Statuts possibles pour l'exploitation : " + (", ".join(found["next"]["ops"]) or "aucun"),
+                      highlight=False, markup=False)

@@ -157,6 +157,8 @@ class StatusEvent(SQLModel, table=True):
     reason: str = ""
     comment: str = ""
     report_id: int | None = Field(default=None, foreign_key="report.id", index=True)
+    actor: str = "platform"  # role of the producer (edi.lifecycle.ACTORS)
+    mandate: str = ""  # IdMandatDP, given with 08 to 11
 
 
 class FlowStep(SQLModel, table=True):

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from edi import lifecycle
 from edi.finding import Finding
 
 VERSION = "V1_19"
@@ -57,24 +58,10 @@ FLOW_STATUS_LABELS: dict[str, str] = {
     "96": "Flux reçu, intégration partielle",
 }
 
-# Invoice life-cycle statuses (IdStatut of the invoice block, reference §2.5).
-INVOICE_DEPOSITED = "01"
-INVOICE_AVAILABLE = "03"
-
-LIFECYCLE_LABELS: dict[str, str] = {
-    "01": "Déposée",
-    "02": "En cours d'acheminement vers le destinataire",
-    "03": "Mise à disposition du destinataire",
-    "04": "Rejetée par l'ordonnateur pour erreur dans les données d'acheminement",
-    "05": "Rejetée par l'ordonnateur pour autre motif",
-    "06": "Suspendue",
-    "07": "Service fait",
-    "08": "Mandatée / DP validée",
-    "09": "Mise à disposition du comptable",
-    "10": "Comptabilisée",
-    "11": "Mise en paiement",
-    "12": "Complétée – mise à disposition",
-}
+# Invoice life-cycle statuses (IdStatut of the invoice block, reference §2.5): edi.lifecycle.
+INVOICE_DEPOSITED = lifecycle.DEPOSITED
+INVOICE_AVAILABLE = lifecycle.AVAILABLE
+LIFECYCLE_LABELS = lifecycle.LABELS
 
 _LIFECYCLE_CODE = re.compile(r"0[1-9]|[1-3][0-9]|4[01]")
 # Everything XML 1.0 cannot hold (its Char production), lone surrogates included.
@@ -120,7 +107,8 @@ class InvoiceStatusLine:
     at: datetime
     invoice_number: str
     invoice_date: str = ""  # YYYY-MM-DD; anything else is left out of the report
-    producer: str = "EDI"  # Producteur/@Id: who set the status
+    producer: str = "EDI"  # Producteur/@Id: who set the status: EDI (the platform), a recipient's APP, an ops user
+    mandate: str = ""  # IdMandatDP: the recipient's mandate number (08 to 11), when given
 
 
 def xml_text(value: str) -> str:
@@ -314,6 +302,7 @@ def _invoice_status(block: etree._Element, number: int, line: InvoiceStatusLine)
         etree.SubElement(data, "Producteur", Id=xml_text(line.producer))
     _leaf(data, "IdFacture", line.invoice_number)
     _optional(data, "DateFacture", line.invoice_date if _is_date(line.invoice_date) else "")
+    _optional(data, "IdMandatDP", line.mandate)
 
 
 def _leaf(parent: etree._Element, tag: str, value: str) -> None:

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 
+from edi import lifecycle
 from edi.config import Config
 from edi.finding import FATAL
 from edi.route import routing
@@ -39,12 +40,7 @@ FLUX, FACTURE = "flux", "facture"
 
 #: Reform reason codes (reference §2.6): MDT-113 business, rejection and non-receivability
 #: lists, plus the PPF flow-level codes of Tableau 3.
-REASON_CODES = frozenset("""
-    RETRAIT_MAN_SERV ST_CT_NON_DECLAR SUPPR_COMP_AVOIR TRANSF_PMNT_REGIE CONTACT_ACHTR
-    NON_TRANSMISE JUSTIF_ABS ROUTAGE_ERR AUTRE COORD_BANC_ERR TX_TVA_ERR MONTANTTOTAL_ERR
-    CALCUL_ERR NON_CONFORME DOUBLON DEST_INC DEST_ERR TRANSAC_INC EMMET_INC CONTRAT_TERM
-    DOUBLE_FACT CMD_ERR ADR_ERR SIRET_ERR CODE_ROUTAGE_ERR REF_CT_ABSENT REF_ERR PU_ERR REM_ERR
-    QTE_ERR ART_ERR MODPAI_ERR QUALITE_ERR LIVR_INCOMP
+REASON_CODES = frozenset(lifecycle.REASONS) | frozenset("""
     REJ_SEMAN REJ_UNI REJ_COH REJ_ADR REJ_CONT_B2G REJ_REF_PJ REJ_ASS_PJ
     IRR_VIDE_F IRR_TYPE_F IRR_SYNTAX IRR_TAILLE_PJ IRR_NOM_PJ IRR_VID_PJ IRR_EXT_DOC
     IRR_TAILLE_F IRR_ANTIVIRUS IRR_NOM_F
