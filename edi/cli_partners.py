@@ -24,7 +24,7 @@ from rich.table import Table
 
 from edi import config as config_mod
 from edi import partners
-from edi.ingest import sftp
+from edi.ingest.sftp.server import host_key_fingerprint
 
 app = typer.Typer(help="Partenaires (opérateurs) : comptes SFTP, clés, interfaces.", no_args_is_help=True)
 key_app = typer.Typer(help="Clés publiques d'un partenaire.", no_args_is_help=True)
@@ -71,7 +71,7 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
     """Lister les partenaires, leurs clés, et l'empreinte de la clé d'hôte SFTP."""
     cfg = _cfg(ctx)
     items = partners.list_partners(cfg.database_url)
-    fingerprint = sftp.host_key_fingerprint(cfg)
+    fingerprint = host_key_fingerprint(cfg)
     if as_json:
         typer.echo(json.dumps({
             "sftp_host_key": fingerprint,

@@ -32,7 +32,7 @@ DEFAULTS: dict = {
     # interfaces on which the French reform rules (BR-FR, Flux 2) also run; per-rule severity
     "rules": {"french": [], "severity": {}},
     "logging": {"format": "auto", "level": "info"},
-    # embedded SFTP server (all keys: edi/ingest/sftp.py) and report retention in out/
+    # embedded SFTP server (all keys: edi/ingest/sftp/server.py) and report retention in out/
     "sftp": {"enabled": True},
     "reports": {"retention_days": 7},
     "partners": [],

@@ -1,4 +1,4 @@
-"""Partners (connected operators): accounts, keys, passwords, and the retention of their reports.
+"""Partners (connected operators): accounts, keys, passwords.
 
 A partner is an application code (APP) with one SFTP account. Partners live in the database;
 the `[[partners]]` entries of the configuration are loaded into it at start
@@ -11,8 +11,8 @@ Configuration keys read here:
   `authorized_keys` lines) and `key_files` (list of public-key files, relative to the project
   directory). Loading adds missing partners and keys, updates name and interfaces, and never
   re-enables a partner disabled in the database.
-- `[reports] retention_days` (default 7): a file in a partner's `out/` older than this is purged
-  (Chorus Pro purges made-available files after 7 days, reference §1.6).
+
+The retention of their reports in `out/` is `edi.reports.retention`.
 
 Passwords are optional and stored only as a salted scrypt hash:
 `scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>`.
@@ -26,9 +26,8 @@ import hashlib
 import hmac
 import os
 import re
-import stat
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 import paramiko
@@ -36,14 +35,13 @@ import structlog
 from sqlmodel import select
 
 from edi import db
-from edi.db.models import Partner, PartnerKey, ReportPurge, utcnow
+from edi.db.models import Partner, PartnerKey
 from edi.validate.flowchecks import INTERFACES as FLOW_INTERFACES
 
 log = structlog.get_logger("edi.partners")
 
 INTERFACES = tuple(FLOW_INTERFACES)  # design: "Flow file names"
 APP_RE = re.compile(r"^[A-Z0-9]{3,8}$")
-REPORTS_DEFAULTS = {"retention_days": 7}
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
@@ -312,49 +310,3 @@ def load_from_config(cfg) -> list[str]:
             apps.append(app)
         s.commit()
     return apps
-
-
-# --- retention of reports --------------------------------------------------------------------
-
-
-def retention(cfg) -> timedelta:
-    days = (cfg.data.get("reports") or {}).get("retention_days", REPORTS_DEFAULTS["retention_days"])
-    return timedelta(days=float(days))
-
-
-def purge_reports(cfg, now: datetime | None = None) -> list[Path]:
-    """Delete the files of every partner's `out/` older than the retention; record each one.
-
-    Age is the file's modification time (when the report was made available). Symbolic links
-    and folders are left alone. Returns the purged paths.
-    """
-    now = now or utcnow()
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
-    limit = (now - retention(cfg)).timestamp()
-    base = cfg.spool_root / "partners"
-    purged: list[tuple[str, Path, int, datetime]] = []
-    if base.is_dir():
-        for partner_dir in sorted(base.iterdir()):
-            out = partner_dir / "out"
-            if partner_dir.is_symlink() or out.is_symlink() or not out.is_dir():
-                continue
-            for entry in os.scandir(out):
-                st = entry.stat(follow_symlinks=False)
-                if not stat.S_ISREG(st.st_mode) or st.st_mtime >= limit:
-                    continue
-                try:
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    continue  # downloaded-and-deleted meanwhile
-                modified = datetime.fromtimestamp(st.st_mtime, timezone.utc)
-                purged.append((partner_dir.name, Path(entry.path), st.st_size, modified))
-                log.info("purge", partner=partner_dir.name, action="purge", file=entry.name,
-                         bytes=st.st_size, modified_at=modified.isoformat())
-    if purged:
-        at = now.astimezone(timezone.utc)
-        with db.session(cfg.database_url) as s:
-            for app, path, size, modified in purged:
-                s.add(ReportPurge(app=app, filename=path.name, size=size, modified_at=modified, purged_at=at))
-            s.commit()
-    return [p for _, p, _, _ in purged]

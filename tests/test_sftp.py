@@ -25,8 +25,9 @@ from typer.testing import CliRunner
 from edi import config as config_mod
 from edi import db, partners
 from edi.db.models import Report, ReportDownload, ReportPurge
-from edi.ingest import sftp as sftp_mod
-from edi.ingest.sftp import SftpService
+from edi.ingest.sftp import server as sftp_mod
+from edi.ingest.sftp.server import SftpService
+from edi.reports import retention
 
 SFTP_BIN = shutil.which("sftp")
 FLOW_A = "FSO1110A_AAA_" + "A" * 25 + ".xml"
@@ -528,13 +529,13 @@ def test_purge_reports_older_than_retention(tmp_path):
     os.utime(old, ((now - timedelta(days=8)).timestamp(),) * 2)
     os.utime(fresh, ((now - timedelta(days=6)).timestamp(),) * 2)
     os.symlink(tmp_path, out / "LINK")
-    assert partners.purge_reports(cfg, now=now) == [old]
+    assert retention.purge_reports(cfg, now=now) == [old]
     assert sorted(os.listdir(out)) == ["LINK", "NEW.xml"]
     with db.session(cfg.database_url) as s:
         rows = s.exec(select(ReportPurge)).all()
     assert [(r.app, r.filename, r.size) for r in rows] == [("AAA", "OLD.xml", 3)]
     cfg.data["reports"]["retention_days"] = 5
-    assert partners.purge_reports(cfg, now=now) == [fresh]
+    assert retention.purge_reports(cfg, now=now) == [fresh]
     db.dispose_all()
 
 
