@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edi import config as config_mod
-from edi import log
+from edi import log, partners
 from edi.config import Config
 from edi.db.models import RECEIVED
 
@@ -62,6 +62,10 @@ def main(
     except Exception as exc:  # noqa: BLE001 - a broken file must say where, not crash
         _fail(f"configuration illisible : {exc}", "corrigez le fichier TOML indiqué")
     log.configure(cfg.data["logging"]["format"], cfg.data["logging"]["level"])
+    try:
+        partners.check_config(cfg)  # a bad key line must not end in a traceback half-way through
+    except partners.PartnerError as exc:
+        _fail(str(exc), "corrigez la clé indiquée dans la configuration")
     ctx.obj = cfg
 
 
@@ -104,12 +108,13 @@ def directory_import(
     ctx: typer.Context,
     structures: Path = typer.Argument(..., exists=True, dir_okay=False, help="Export CSV des structures (21 colonnes)."),
     services: Optional[Path] = typer.Option(None, "--services", exists=True, dir_okay=False),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Accepter un fichier sans structure (vide l'annuaire)."),
 ):
     """Replace the directory with these files, in one transaction (a bad file changes nothing)."""
     from edi.route.directory import DirectoryFileError, import_directory
 
     try:
-        stats = import_directory(_cfg(ctx).database_url, structures, services)
+        stats = import_directory(_cfg(ctx).database_url, structures, services, allow_empty)
     except DirectoryFileError as exc:
         _fail(str(exc), "corrigez la ligne indiquée puis relancez l'import ; l'annuaire en place est inchangé")
     console.print(f"Annuaire importé : {stats.structures} structures, {stats.services} services "

@@ -39,7 +39,10 @@ def _cfg(ctx: typer.Context) -> config_mod.Config:
 def _main(ctx: typer.Context) -> None:
     cfg = _cfg(ctx)
     ctx.obj = cfg
-    partners.load_from_config(cfg)
+    try:
+        partners.load_from_config(cfg)
+    except partners.PartnerError as exc:
+        _fail(exc)
 
 
 def _fail(exc: Exception) -> None:
@@ -102,7 +105,7 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
 
 @app.command("disable")
 def disable_cmd(ctx: typer.Context, app_code: str = typer.Argument(..., metavar="APP")) -> None:
-    """Désactiver un partenaire : toute nouvelle connexion est refusée."""
+    """Désactiver un partenaire : toute connexion est refusée, les sessions ouvertes sont fermées."""
     try:
         partners.disable(_cfg(ctx).database_url, app_code)
     except partners.PartnerError as exc:

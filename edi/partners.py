@@ -42,6 +42,7 @@ log = structlog.get_logger("edi.partners")
 
 INTERFACES = tuple(FLOW_INTERFACES)  # design: "Flow file names"
 APP_RE = re.compile(r"^[A-Z0-9]{3,8}$")
+RSA_MIN_BITS = 2048  # the floor of NIST SP 800-131A; a 767-bit key could be logged in with
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
@@ -79,6 +80,9 @@ class PublicKey:
     fingerprint: str
 
 
+_KEY_TYPE_RE = re.compile(r"(?:^|\s)((?:ssh|ecdsa|sk)-[a-z0-9@.-]+)(?:\s|$)")
+
+
 def fingerprint(blob: bytes) -> str:
     """SHA256 fingerprint of a public-key blob, as `ssh-keygen -l` prints it."""
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
@@ -87,12 +91,17 @@ def fingerprint(blob: bytes) -> str:
 def parse_key_line(line: str) -> PublicKey:
     """Parse one OpenSSH public key / `authorized_keys` line (`TYPE BASE64 [COMMENT]`).
 
-    Lines with options (`from="..." ssh-ed25519 ...`) are refused rather than half-honoured.
+    Lines with options (`from="..." ssh-ed25519 ...`) are refused rather than half-honoured:
+    the server would not apply the restriction the operator wrote. RSA keys under 2048 bits
+    are refused.
     """
     parts = line.strip().split(None, 2)
     if len(parts) < 2:
         raise PartnerError("clé publique illisible : attendu « TYPE BASE64 [COMMENTAIRE] »")
     key_type, key_b64 = parts[0], parts[1]
+    if not _KEY_TYPE_RE.match(key_type) and _KEY_TYPE_RE.search(line):
+        raise PartnerError(f"options authorized_keys non prises en charge ({key_type[:40]}…) : "
+                           "donner la clé seule « TYPE BASE64 [COMMENTAIRE] »")
     comment = parts[2].strip() if len(parts) > 2 else ""
     try:
         blob = base64.b64decode(key_b64, validate=True)
@@ -104,12 +113,24 @@ def parse_key_line(line: str) -> PublicKey:
         raise PartnerError(f"clé publique non reconnue ({key_type}) : {exc}") from None
     if key.get_name() != key_type and key_type not in type(key).identifiers():
         raise PartnerError("clé publique incohérente : type annoncé différent du contenu")
+    if isinstance(key, paramiko.RSAKey) and key.get_bits() < RSA_MIN_BITS:
+        raise PartnerError(f"clé RSA de {key.get_bits()} bits refusée : {RSA_MIN_BITS} bits au minimum")
     return PublicKey(key_type, key_b64, comment, fingerprint(blob))
 
 
 def read_key_file(path: str | Path) -> list[PublicKey]:
-    """Every key of a `.pub` or `authorized_keys` file (blank lines and comments skipped)."""
-    text = Path(path).read_text(encoding="utf-8")
+    """Every key of a `.pub` or `authorized_keys` file (blank lines and comments skipped).
+
+    A key's comment is free text that ssh-keygen writes in the user's locale: a file that is not
+    UTF-8 is read as latin-1 (the type and base64 parts are ASCII either way)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise PartnerError(f"fichier de clé illisible : {path} ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
     keys = [parse_key_line(ln) for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not keys:
         raise PartnerError(f"aucune clé publique dans {path}")
@@ -206,7 +227,8 @@ def set_enabled(url: str, app: str, enabled: bool) -> None:
 
 
 def disable(url: str, app: str) -> None:
-    """Refuse every new login of the partner (open sessions end at their next login)."""
+    """Refuse every login of the partner; the SFTP server ends its open sessions within
+    `[sftp] housekeeping_interval` (so does withdrawing the key a session logged in with)."""
     set_enabled(url, app, False)
 
 
@@ -287,6 +309,24 @@ def list_partners(url: str) -> list[PartnerInfo]:
         return [_info(p, keys.get(p.app, [])) for p in partners]
 
 
+def config_keys(cfg, entry: dict) -> list[PublicKey]:
+    """The keys of one `[[partners]]` entry; a bad one is a `PartnerError` naming the entry."""
+    where = f"{cfg.path or 'configuration'} : [[partners]] {entry.get('app', '?')}"
+    try:
+        keys = [parse_key_line(str(line)) for line in entry.get("keys") or ()]
+        for key_file in entry.get("key_files") or ():
+            keys.extend(read_key_file(cfg.resolve(str(key_file))))
+    except PartnerError as exc:
+        raise PartnerError(f"{where} : {exc}") from None
+    return keys
+
+
+def check_config(cfg) -> None:
+    """Parse every configured partner key, before anything is touched (a bad one: `PartnerError`)."""
+    for entry in cfg.data.get("partners", []) or []:
+        config_keys(cfg, entry)
+
+
 def load_from_config(cfg) -> list[str]:
     """Bring the `[[partners]]` of the configuration into the database; returns their codes."""
     apps = []
@@ -303,10 +343,7 @@ def load_from_config(cfg) -> list[str]:
                 partner.name, partner.interfaces = name, codes
             s.add(partner)
             s.flush()
-            keys = [parse_key_line(line) for line in entry.get("keys") or ()]
-            for key_file in entry.get("key_files") or ():
-                keys.extend(read_key_file(cfg.resolve(str(key_file))))
-            _add_keys(s, app, keys)
+            _add_keys(s, app, config_keys(cfg, entry))
             apps.append(app)
         s.commit()
     return apps

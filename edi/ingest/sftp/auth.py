@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable
 
 import paramiko
 import structlog
+from paramiko.auth_handler import AuthHandler
 from sqlmodel import select
 
 from edi import db
@@ -74,28 +75,64 @@ def load_host_key(path: Path) -> paramiko.PKey:
 
 
 class LoginThrottle:
-    """Failed logins per address: each one is slowed, too many in a window lock the address out."""
+    """Failed logins per address: each one is slowed, too many in a window lock the address out.
+
+    A password check first takes a slot (`begin`): failures recorded plus checks in flight may
+    not exceed `max_failures`, so forty parallel connections get five checks, not forty."""
 
     def __init__(self, max_failures: int, window: float, lockout: float, delay: float):
         self.max_failures, self.window, self.lockout, self.delay = max_failures, window, lockout, delay
         self._failures: dict[str, deque] = defaultdict(deque)
+        self._in_flight: dict[str, int] = defaultdict(int)
         self._locked_until: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def locked(self, address: str) -> bool:
         with self._lock:
-            until = self._locked_until.get(address)
-            if until is None:
-                return False
-            if time.monotonic() >= until:
-                del self._locked_until[address]
-                return False
-            return True
+            return self._locked(address, time.monotonic())
 
-    def failure(self, address: str) -> bool:
-        """Record a failure; returns True when the address is now locked out."""
+    def _locked(self, address: str, now: float) -> bool:
+        until = self._locked_until.get(address)
+        if until is None:
+            return False
+        if now >= until:
+            del self._locked_until[address]
+            return False
+        return True
+
+    def begin(self, address: str) -> bool:
+        """Reserve one check for `address`; False when it is locked out or has no attempt left.
+        Every True must be followed by `failure(address, reserved=True)` or `release(address)`."""
         now = time.monotonic()
         with self._lock:
+            if self._locked(address, now):
+                return False
+            q = self._failures[address]
+            while q and now - q[0] > self.window:
+                q.popleft()
+            if self.max_failures > 0 and len(q) + self._in_flight[address] >= self.max_failures:
+                return False
+            self._in_flight[address] += 1
+            return True
+
+    def release(self, address: str) -> None:
+        with self._lock:
+            self._end(address)
+
+    def _end(self, address: str) -> None:
+        left = self._in_flight[address] - 1
+        if left > 0:
+            self._in_flight[address] = left
+        else:
+            self._in_flight.pop(address, None)
+
+    def failure(self, address: str, reserved: bool = False) -> bool:
+        """Record a failure (ending the check reserved by `begin`, if any); returns True when
+        the address is now locked out."""
+        now = time.monotonic()
+        with self._lock:
+            if reserved:
+                self._end(address)
             q = self._failures[address]
             q.append(now)
             while q and now - q[0] > self.window:
@@ -123,22 +160,64 @@ def find_partner(url: str, app: str) -> Partner | None:
         return s.get(Partner, app)
 
 
+def key_b64(key: paramiko.PKey) -> str:
+    return base64.b64encode(key.asbytes()).decode()
+
+
 def partner_has_key(url: str, app: str, key: paramiko.PKey) -> bool:
-    blob64 = base64.b64encode(key.asbytes()).decode()
     with db.session(url) as s:
-        rows = s.exec(select(PartnerKey).where(PartnerKey.app == app, PartnerKey.key_b64 == blob64))
+        rows = s.exec(select(PartnerKey).where(PartnerKey.app == app, PartnerKey.key_b64 == key_b64(key)))
         return rows.first() is not None
+
+
+def account_state(url: str, apps: set[str]) -> tuple[set[str], dict[str, set[str]]]:
+    """Of these partners: the ones still enabled, and the keys each still has (base64)."""
+    keys: dict[str, set[str]] = defaultdict(set)
+    with db.session(url) as s:
+        enabled = {p.app for p in s.exec(select(Partner).where(Partner.app.in_(apps), Partner.enabled))}
+        for row in s.exec(select(PartnerKey).where(PartnerKey.app.in_(apps))):
+            keys[row.app].add(row.key_b64)
+    return enabled, keys
 
 
 # --- SSH authentication ------------------------------------------------------------------------
 
 
+class _AuthHandler(AuthHandler):
+    """paramiko's server-side authentication, telling the `Authenticator` two things paramiko
+    keeps to itself: whether a public-key request is signed (an unsigned one is only an offer:
+    an agent offers several keys in turn), and when a signature failed verification."""
+
+    def _parse_userauth_request(self, m):
+        auth = self.transport.server_object
+        pos = m.packet.tell()
+        try:
+            m.get_text(), m.get_text()
+            auth.signed = m.get_text() == "publickey" and m.get_boolean()
+        except Exception:  # malformed: paramiko's own parsing says so
+            auth.signed = False
+        m.packet.seek(pos)
+        auth.key_granted = False
+        super()._parse_userauth_request(m)
+
+    def _send_auth_result(self, username, method, result):
+        auth = self.transport.server_object
+        if method == "publickey" and result == paramiko.AUTH_FAILED and auth.key_granted:
+            auth.bad_signature(username)
+        super()._send_auth_result(username, method, result)
+
+
 class AuthTransport(paramiko.Transport):
     """Tells us when authentication really succeeded (for a public key, paramiko checks the
     signature only after `check_auth_publickey` has answered, which it also does for the
-    client's unsigned probe)."""
+    client's unsigned probe), and uses `_AuthHandler`."""
 
     on_authenticated: Callable[[], None] | None = None
+
+    def _parse_newkeys(self, m):
+        if self.server_mode and self.auth_handler is None:
+            self.auth_handler = _AuthHandler(self)
+        return super()._parse_newkeys(m)
 
     def _auth_trigger(self):
         super()._auth_trigger()
@@ -147,9 +226,15 @@ class AuthTransport(paramiko.Transport):
 
 
 class Authenticator(paramiko.ServerInterface):
+    """Who may log in. Failed attempts counted against the address: bad passwords, signed
+    requests with a key the partner does not have, and failed signatures; an unsigned key offer
+    is not an attempt (an OpenSSH agent offers its keys one by one)."""
+
     def __init__(self, service: SftpService, sess: Session):
         self.service, self.sess = service, sess
-        self.candidate: tuple[str, str] | None = None  # (partner, method) answered "yes"
+        self.candidate: tuple[str, str, str | None] | None = None  # (partner, method, key) answered "yes"
+        self.signed = False  # the current public-key request carries a signature
+        self.key_granted = False  # ... and its key was accepted (a failure now is the signature)
 
     def get_allowed_auths(self, username):
         return "publickey,password"
@@ -157,57 +242,75 @@ class Authenticator(paramiko.ServerInterface):
     def check_auth_none(self, username):
         return paramiko.AUTH_FAILED
 
-    def _refuse(self, username: str, method: str, reason: str, count: bool = True) -> int:
+    def _refuse(self, username: str, method: str, reason: str, count: bool = True, reserved: bool = False) -> int:
         svc, sess = self.service, self.sess
-        if count and svc.throttle.failure(sess.address):
+        if not count and reserved:
+            svc.throttle.release(sess.address)
+        if count and svc.throttle.failure(sess.address, reserved=reserved):
             log.info("lockout", action="lockout", partner=username, address=sess.address, session=sess.id)
         action = "login_failed" if count else "login_refused"
         log.info(action, action=action, partner=username, address=sess.address, session=sess.id,
                  method=method, reason=reason)
         return paramiko.AUTH_FAILED
 
-    def _precheck(self, username: str, method: str) -> tuple[Partner | None, int | None]:
+    def _precheck(self, username: str) -> tuple[Partner | None, str, bool]:
+        """(partner, or None with the reason for refusing and whether that refusal is a failure)."""
         svc, sess = self.service, self.sess
         if svc.throttle.locked(sess.address):
-            return None, self._refuse(username, method, "locked_out", count=False)
+            return None, "locked_out", False
         partner = find_partner(svc.url, username)
         if partner is None:
-            return None, self._refuse(username, method, "unknown_partner")
+            return None, "unknown_partner", True
         if not partner.enabled:
-            return None, self._refuse(username, method, "disabled")
+            return None, "disabled", True
         if svc.sessions_of(username) >= int(svc.settings["max_sessions_per_partner"]) > 0:
-            return None, self._refuse(username, method, "too_many_sessions", count=False)
-        return partner, None
+            return None, "too_many_sessions", False
+        return partner, "", False
 
-    def _granted(self, username: str, method: str) -> int:
-        self.candidate = (username, method)
+    def _granted(self, username: str, method: str, key: str | None = None) -> int:
+        self.candidate = (username, method, key)
         return paramiko.AUTH_SUCCESSFUL
 
     def authenticated(self) -> None:
-        username, method = self.candidate
-        self.sess.app = username
+        username, method, key = self.candidate
+        self.sess.app, self.sess.key_b64 = username, key
         self.sess.touch()
         self.service.throttle.success(self.sess.address)
         self.sess.log("login", method=method)
 
+    def bad_signature(self, username: str) -> None:
+        self._refuse(username, "publickey", "bad_signature")
+
     def check_auth_publickey(self, username, key):
-        partner, refused = self._precheck(username, "publickey")
+        signed = self.signed
+        partner, reason, failure = self._precheck(username)
         if partner is None:
-            return refused
+            return self._refuse(username, "publickey", reason, count=failure and signed)
+        if isinstance(key, paramiko.RSAKey) and key.get_bits() < partners_mod.RSA_MIN_BITS:
+            return self._refuse(username, "publickey", "weak_key", count=signed)
         if not partner_has_key(self.service.url, username, key):
-            return self._refuse(username, "publickey", "unknown_key")
+            return self._refuse(username, "publickey", "unknown_key", count=signed)
         # Called for the client's probe and again for the signed request; paramiko checks the
         # signature after we answer, and only a verified one reaches `authenticated`.
-        return self._granted(username, "publickey")
+        self.key_granted = True
+        return self._granted(username, "publickey", key_b64(key))
 
     def check_auth_password(self, username, password):
-        partner, refused = self._precheck(username, "password")
-        if partner is None:
-            return refused
-        if not partners_mod.verify_password(password, partner.password_hash):
-            return self._refuse(username, "password", "bad_password")
+        svc, address = self.service, self.sess.address
+        if not svc.throttle.begin(address):
+            return self._refuse(username, "password", "locked_out", count=False)
+        try:
+            partner, reason, failure = self._precheck(username)
+            if partner is None:
+                return self._refuse(username, "password", reason, count=failure, reserved=True)
+            ok = partners_mod.verify_password(password, partner.password_hash)
+        except Exception:
+            svc.throttle.release(address)
+            raise
+        if not ok:
+            return self._refuse(username, "password", "bad_password", reserved=True)
+        svc.throttle.release(address)
         return self._granted(username, "password")
-
     def check_channel_request(self, kind, chanid):
         if kind == "session":
             return paramiko.OPEN_SUCCEEDED

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 import structlog
-from paramiko.sftp import CMD_CLOSE, SFTP_BAD_MESSAGE
+from paramiko.sftp import CMD_CLOSE, CMD_OPEN, CMD_OPENDIR, SFTP_BAD_MESSAGE
 
 from edi.reports.downloads import record_download
 
@@ -51,10 +51,15 @@ class Denied(Exception):
         self.code, self.reason = code, reason
 
 
+NAME_MAX_BYTES = 255  # a final path component, in bytes, on every usual file system
+
+
 def valid_name(name: str) -> bool:
-    """A file name a partner may use: no separator, no control character, no leading dot."""
+    """A file name a partner may use: no separator, no control character, no leading dot, at
+    most 255 bytes once encoded (a 255-character name of accented letters is 500 bytes: the
+    disk would refuse it only at the final rename, after the client was told all was well)."""
     return (
-        0 < len(name) <= 255
+        0 < len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX_BYTES
         and not name.startswith(".")
         and "/" not in name
         and "\\" not in name
@@ -95,10 +100,16 @@ class SFTPSubsystem(paramiko.SFTPServer):
 
     def __init__(self, channel, name, server, sftp_si=None, *, service: SftpService, session: Session):
         self.session = session
+        self.max_handles = service.max_handles
         super().__init__(channel, name, server, FileSystem, service=service, session=session)
 
     def _process(self, t, request_number, msg):
         self.session.touch()
+        if t in (CMD_OPEN, CMD_OPENDIR) and len(self.file_table) + len(self.folder_table) >= self.max_handles > 0:
+            # one session holding thousands of descriptors would lock every partner out
+            self.session.log("denied", op="open", reason="too_many_handles", limit=self.max_handles)
+            self._send_status(request_number, FAILURE, f"too many open handles (limit {self.max_handles})")
+            return
         if t != CMD_CLOSE:
             return super()._process(t, request_number, msg)
         handle = msg.get_binary()
@@ -153,6 +164,8 @@ class FileSystem(paramiko.SFTPServerInterface):
             raise Denied(NO_SUCH, "outside")
         if len(parts) == 1:
             return parts[0], None
+        if len(parts[1].encode("utf-8", "surrogateescape")) > NAME_MAX_BYTES:
+            raise Denied(DENIED, "name_too_long")
         if not valid_name(parts[1]):
             raise Denied(DENIED, "bad_name")
         return parts[0], parts[1]
@@ -259,12 +272,16 @@ class FileSystem(paramiko.SFTPServerInterface):
     def _open_download(self, name: str):
         path, _ = self._file("out", name)
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise Denied(NO_SUCH, "not_a_regular_file")
+            handle = DownloadHandle(self, name, fd, st.st_size)
+        except BaseException:
             os.close(fd)
-            raise Denied(NO_SUCH, "not_a_regular_file")
+            raise
         self.sess.log("download_start", file=name, bytes=st.st_size)
-        return DownloadHandle(self, name, fd, st.st_size)
+        return handle
 
     def _open_upload(self, name: str):
         folder = self._folder("in")
@@ -272,10 +289,16 @@ class FileSystem(paramiko.SFTPServerInterface):
             raise Denied(FAILURE, "exists")
         partial = folder / f"{PARTIAL_PREFIX}{uuid.uuid4().hex}{PARTIAL_SUFFIX}"
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o640)
-        with self.service._lock:
-            self.service.active_partials.add(str(partial))
+        try:
+            handle = UploadHandle(self, name, fd, partial)
+            with self.service._lock:
+                self.service.active_partials.add(str(partial))
+        except BaseException:
+            os.close(fd)
+            os.unlink(partial)
+            raise
         self.sess.log("upload_start", file=name)
-        return UploadHandle(self, name, fd, partial)
+        return handle
 
     def remove(self, path):
         try:
@@ -307,6 +330,7 @@ class FileSystem(paramiko.SFTPServerInterface):
         except Denied as exc:
             return self._deny("rename", f"{oldpath} -> {newpath}", exc)
         except OSError as exc:
+            self.sess.log("denied", op="rename", file=f"{oldpath} -> {newpath}", reason=exc.strerror)
             return paramiko.SFTPServer.convert_errno(exc.errno)
         self.service.placed(self.sess, dst)
         return OK
@@ -349,19 +373,42 @@ class FileHandle(paramiko.SFTPHandle):
         return DENIED
 
 
+def _add_range(ranges: list[list[int]], start: int, end: int) -> None:
+    """Merge [start, end) into sorted, disjoint `ranges` (in place)."""
+    merged = [start, end]
+    kept = []
+    for r in ranges:
+        if r[1] < merged[0] or r[0] > merged[1]:
+            kept.append(r)
+        else:
+            merged = [min(r[0], merged[0]), max(r[1], merged[1])]
+    kept.append(merged)
+    kept.sort()
+    ranges[:] = kept
+
+
 class DownloadHandle(FileHandle):
+    """A report being read. It counts as retrieved only when every byte of it was read: the
+    ranges read are merged, so reading the first kilobyte a hundred times is not a download."""
+
     def __init__(self, iface: FileSystem, name: str, fd: int, size: int):
         super().__init__()
         self.iface, self.name, self.fd, self.size = iface, name, fd, size
-        self.sent = 0
+        self.ranges: list[list[int]] = []
         self.closed = False
+
+    @property
+    def sent(self) -> int:
+        """Distinct bytes read."""
+        return sum(end - start for start, end in self.ranges)
 
     def read(self, offset, length):
         try:
             data = os.pread(self.fd, length, offset)
         except OSError as exc:
             return paramiko.SFTPServer.convert_errno(exc.errno)
-        self.sent += len(data)
+        if data:
+            _add_range(self.ranges, offset, offset + len(data))
         return data
 
     def write(self, offset, data):
@@ -373,11 +420,12 @@ class DownloadHandle(FileHandle):
         self.closed = True
         os.close(self.fd)
         sess = self.iface.sess
-        complete = self.sent >= self.size
-        sess.log("download", file=self.name, bytes=self.sent, complete=complete)
-        if self.sent or complete:
+        sent = self.sent
+        complete = sent >= self.size
+        sess.log("download", file=self.name, bytes=sent, complete=complete)
+        if sent or complete:
             try:
-                record_download(self.iface.service.url, sess.app, self.name, sess.id, sess.address, self.sent,
+                record_download(self.iface.service.url, sess.app, self.name, sess.id, sess.address, sent,
                                 complete)
             except Exception:
                 log.exception("download_record_failed", action="download_record_failed", partner=sess.app,
@@ -386,7 +434,11 @@ class DownloadHandle(FileHandle):
 
 
 class UploadHandle(FileHandle):
-    """Writes go to the hidden partial; only a client CLOSE places the file under its name."""
+    """Writes go to the hidden partial; only a client CLOSE places the file under its name.
+
+    Any failed or short write (disk full, quota, I/O error) fails the whole upload at once: the
+    partial is deleted, the client gets the error on that write and on CLOSE, and nothing is
+    handed to intake (so the FLOWID stays free for the real upload)."""
 
     def __init__(self, iface: FileSystem, name: str, fd: int, partial: Path):
         super().__init__()
@@ -400,13 +452,21 @@ class UploadHandle(FileHandle):
             return FAILURE
         end = offset + len(data)
         limit = self.iface.service.max_bytes
+        if offset > limit:
+            # a write far past the limit (sparse file) is an abuse, not an oversize flow: no report
+            self._fail("sparse_past_limit", end)
+            return FAILURE
         if end > limit:
             self._oversize(end)
             return FAILURE
         try:
-            os.pwrite(self.fd, data, offset)
+            written = os.pwrite(self.fd, data, offset)
         except OSError as exc:
+            self._fail(exc.strerror or "write_error", end)
             return paramiko.SFTPServer.convert_errno(exc.errno)
+        if written != len(data):
+            self._fail("short_write", end, written=written)
+            return FAILURE
         self.size = max(self.size, end)
         return OK
 
@@ -415,7 +475,10 @@ class UploadHandle(FileHandle):
 
     def _release(self, keep_partial: bool) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass  # the descriptor is released by the kernel even when close reports an error
             self.fd = -1
         if not keep_partial:
             try:
@@ -425,18 +488,27 @@ class UploadHandle(FileHandle):
         with self.iface.service._lock:
             self.iface.service.active_partials.discard(str(self.partial))
 
+    def _fail(self, reason: str, size: int, **kw) -> None:
+        """The upload cannot complete: drop the partial and say why."""
+        self.failed = True
+        self._release(keep_partial=False)
+        self.iface.sess.log("upload_failed", file=self.name, bytes=size, reason=reason, **kw)
+
     def _oversize(self, size: int) -> None:
         self.failed = True
         self._release(keep_partial=False)
-        sess = self.iface.sess
-        sess.log("upload_refused", file=self.name, bytes=size, reason="oversize",
-                 limit=self.iface.service.max_bytes)
-        callback = self.iface.service.on_oversize
-        if callback is not None:
-            try:
-                callback(sess.app, self.name, size)
-            except Exception:
-                log.exception("on_oversize_failed", action="on_oversize_failed", partner=sess.app, file=self.name)
+        sess, service = self.iface.sess, self.iface.service
+        sess.log("upload_refused", file=self.name, bytes=size, reason="oversize", limit=service.max_bytes)
+        callback = service.on_oversize
+        if callback is None:
+            return
+        if not service.oversize_report_due(sess.app):
+            sess.log("oversize_report_skipped", file=self.name, reason="rate_limited")
+            return
+        try:
+            callback(sess.app, self.name, size)
+        except Exception:
+            log.exception("on_oversize_failed", action="on_oversize_failed", partner=sess.app, file=self.name)
 
     def abort(self) -> None:
         """The connection ended without CLOSE: keep the partial for the delayed cleanup."""
@@ -454,17 +526,18 @@ class UploadHandle(FileHandle):
             return FAILURE
         self.done = True
         sess, service = self.iface.sess, self.iface.service
-        try:
-            os.fsync(self.fd)
-        except OSError:
-            pass
         dst = self.partial.parent / self.name
-        with service.app_lock(sess.app):
-            if os.path.lexists(dst):
-                self._release(keep_partial=False)
-                sess.log("upload_refused", file=self.name, bytes=self.size, reason="exists")
-                return FAILURE
-            os.rename(self.partial, dst)
+        try:
+            os.fsync(self.fd)  # a delayed write error (disk full on flush) surfaces here
+            with service.app_lock(sess.app):
+                if os.path.lexists(dst):
+                    self._release(keep_partial=False)
+                    sess.log("upload_refused", file=self.name, bytes=self.size, reason="exists")
+                    return FAILURE
+                os.rename(self.partial, dst)
+        except OSError as exc:
+            self._fail(exc.strerror or "close_error", self.size)
+            return paramiko.SFTPServer.convert_errno(exc.errno)
         self._release(keep_partial=True)
         sess.log("upload", file=self.name, bytes=self.size)
         service.placed(sess, dst)

@@ -28,7 +28,11 @@ Configuration (`[sftp]`, defaults here; relative paths from the project director
     lockout_seconds = 300          # ... this many seconds
     partial_max_age = 3600         # seconds after which an abandoned upload (and a client
                                    # temporary *.part/*.tmp/*.filepart never renamed) is deleted
-    housekeeping_interval = 1.0    # seconds between timeout checks
+    housekeeping_interval = 1.0    # seconds between timeout checks (and revocation checks:
+                                   # a disabled partner or a withdrawn key ends its sessions)
+    max_handles_per_session = 64   # files and folders one session may hold open (0 = no limit)
+    oversize_report_interval = 60  # seconds: at most one IRR_TAILLE report per partner in this
+                                   # time; further oversize uploads are refused and only logged
 
     [reports]
     retention_days = 7             # files in out/ older than this are purged (edi.reports.retention)
@@ -52,7 +56,9 @@ from typing import Callable
 import paramiko
 import structlog
 
-from edi.ingest.sftp.auth import Authenticator, AuthTransport, LoginThrottle, key_fingerprint, load_host_key
+from edi.ingest.sftp.auth import (
+    Authenticator, AuthTransport, LoginThrottle, account_state, key_fingerprint, load_host_key,
+)
 from edi.ingest.sftp.files import SFTPSubsystem
 from edi.reports import retention
 from edi.spool import in_progress
@@ -72,6 +78,8 @@ SFTP_DEFAULTS: dict = {
     "lockout_seconds": 300.0,
     "partial_max_age": 3600.0,
     "housekeeping_interval": 1.0,
+    "max_handles_per_session": 64,
+    "oversize_report_interval": 60.0,
 }
 
 UploadCallback = Callable[[str, Path], None]
@@ -105,6 +113,7 @@ class Session:
     started: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
     channels: int = 0  # open SFTP subsystems
+    key_b64: str | None = None  # the public key it logged in with (None: password)
     # files this session placed in /in: name -> (attributes, monotonic time). Intake takes a
     # complete upload at once, but clients (paramiko's put, WinSCP...) stat the file right after
     # closing it to confirm its size; they get its attributes for RECENT_SECONDS.
@@ -129,6 +138,8 @@ class SftpService:
         self.url = cfg.database_url
         self.partners_root = cfg.spool_root / "partners"
         self.max_bytes = cfg.max_flow_bytes
+        self.max_handles = int(self.settings["max_handles_per_session"])
+        self._oversize_reported: dict[str, float] = {}
         self.purge_interval = retention.purge_interval(cfg)
         s = self.settings
         self.throttle = LoginThrottle(
@@ -253,16 +264,51 @@ class SftpService:
         next_purge = time.monotonic() if self.purge_interval > 0 else float("inf")
         while not self._stop.wait(interval):
             now = time.monotonic()
-            self._close_idle(now)
+            self._step("timeouts", self._close_idle, now)
+            self._step("revocation", self._close_revoked)
             if now >= next_cleanup:
-                self.cleanup_partials()
+                self._step("cleanup", self.cleanup_partials)
                 next_cleanup = now + min(60.0, max(interval, partial_age / 4))
             if now >= next_purge:
-                try:
-                    retention.purge_reports(self.cfg)
-                except Exception:
-                    log.exception("purge_failed", action="purge_failed")
+                self._step("purge", retention.purge_reports, self.cfg)
                 next_purge = now + self.purge_interval
+
+    @staticmethod
+    def _step(name: str, fn, *args) -> None:
+        """One housekeeping step: whatever it raises (EMFILE, a database outage...) is logged,
+        and the thread goes on — without it, timeouts and cleanup would stop for good."""
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("housekeeping_failed", action="housekeeping_failed", step=name)
+
+    def _close_revoked(self) -> None:
+        """End the sessions of partners disabled (or removed) and those whose key was withdrawn."""
+        with self._lock:
+            live = [s for s in self.sessions.values()
+                    if s.app is not None and s.transport is not None and s.transport.is_active()]
+        if not live:
+            return
+        enabled, keys = account_state(self.url, {s.app for s in live})
+        for sess in live:
+            if sess.app not in enabled:
+                sess.log("session_revoked", reason="partner_disabled")
+                sess.transport.close()
+            elif sess.key_b64 is not None and sess.key_b64 not in keys.get(sess.app, ()):
+                sess.log("session_revoked", reason="key_removed")
+                sess.transport.close()
+
+    def oversize_report_due(self, app: str) -> bool:
+        """At most one IRR_TAILLE report per partner per `oversize_report_interval`: a partner
+        (or an attacker with its key) cannot fill the database with refusals."""
+        interval = float(self.settings["oversize_report_interval"])
+        now = time.monotonic()
+        with self._lock:
+            last = self._oversize_reported.get(app)
+            if last is not None and now - last < interval:
+                return False
+            self._oversize_reported[app] = now
+            return True
 
     def _close_idle(self, now: float) -> None:
         idle = float(self.settings["idle_timeout"])
