@@ -1,16 +1,19 @@
 """SFTP authentication: the server's host key, partners' keys and passwords, login throttling.
 
 Public keys of the partner (table `partnerkey`, OpenSSH authorized_keys lines), or the optional
-password (salted scrypt hash, `edi.partners`). Disabled and unknown partners are refused alike.
+password (salted scrypt hash, `edi.partners`). Disabled and unknown partners are refused alike,
+and so are RSA keys under 2048 bits (even one stored before that rule).
 Failed attempts from one address are slowed down (`failed_login_delay` each) and, after
 `max_failed_logins` within `failed_login_window` seconds, the address is locked out for
-`lockout_seconds` (connections closed at once).
+`lockout_seconds` (connections closed at once). A failed attempt is a bad password, a signed
+request with a key the partner lacks, or a failed signature — not an unsigned key offer, which
+an agent makes for each of its keys. Password checks in flight count against the limit, so
+parallel connections cannot get more checks than it allows.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import stat
 import threading
@@ -39,7 +42,7 @@ log = structlog.get_logger("edi.sftp")
 
 def key_fingerprint(key: paramiko.PKey) -> str:
     """`SHA256:...` exactly as OpenSSH prints it."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    return partners_mod.fingerprint(key.asbytes())
 
 
 def load_host_key(path: Path) -> paramiko.PKey:

@@ -11,6 +11,12 @@ ignores dot names) and renamed atomically to `in/<name>` only when the client se
 partial of an upload cut by a dropped connection is left as it is and removed by the
 housekeeping after `partial_max_age`. An existing name is never overwritten (upload or rename).
 A write past `[limits] max_flow_bytes` is refused at once and the partial deleted.
+
+Limits that keep one partner from hurting the others: a name is at most 255 bytes once encoded
+(checked at open, so the final rename cannot fail on it; the partial's own name is a fixed 45
+bytes), a session holds at most `[sftp] max_handles_per_session` open files and folders, and a
+failed or short write (disk full) fails the upload there and then. Every failure closes its
+descriptor, removes its partial and is logged.
 """
 
 from __future__ import annotations
