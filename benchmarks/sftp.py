@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from edi import db  # noqa: E402
 from edi import gen as generator  # noqa: E402
-from edi.ingest.sftp import load_host_key  # noqa: E402
+from edi.ingest.sftp.auth import load_host_key  # noqa: E402
 from edi.route.directory import import_directory  # noqa: E402
 
 BIN = Path(sys.executable).parent / "edi"

@@ -154,7 +154,11 @@ class SftpSettings(Section):
     failed_login_window: float = seconds(300.0, "... (seconds) that lock the address out for ...")
     lockout_seconds: float = seconds(300.0, "... this many seconds")
     partial_max_age: float = seconds(3600.0, "seconds before an abandoned upload is deleted")
-    housekeeping_interval: float = seconds(1.0, "seconds between timeout checks")
+    housekeeping_interval: float = seconds(1.0, "seconds between timeout checks (and revocation: a disabled "
+                                           "partner or a withdrawn key ends its open sessions)")
+    max_handles_per_session: int = whole(64, "files and folders one session may hold open (0 = no limit)",
+                                         "handles")
+    oversize_report_interval: float = seconds(60.0, "seconds: at most one IRR_TAILLE report per partner meanwhile")
 
 
 class ReportsSettings(Section):

@@ -1,4 +1,4 @@
-"""Partners (connected operators): accounts, keys, passwords, and the retention of their reports.
+"""Partners (connected operators): accounts, keys, passwords.
 
 A partner is an application code (APP) with one SFTP account. Partners live in the database;
 the `[[partners]]` entries of the configuration are loaded into it at start
@@ -11,8 +11,8 @@ Configuration keys read here:
   `authorized_keys` lines) and `key_files` (list of public-key files, relative to the project
   directory). Loading adds missing partners and keys, updates name and interfaces, and never
   re-enables a partner disabled in the database.
-- `[reports] retention_days` (default in edi/config.py: 7): a file in a partner's `out/` older than this is purged
-  (Chorus Pro purges made-available files after 7 days, reference §1.6).
+
+The retention of their reports in `out/` is `edi.reports.retention`.
 
 Passwords are optional and stored only as a salted scrypt hash:
 `scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>`.
@@ -26,9 +26,8 @@ import hashlib
 import hmac
 import os
 import re
-import stat
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 import paramiko
@@ -36,13 +35,14 @@ import structlog
 from sqlmodel import select
 
 from edi import db
-from edi.db.models import Partner, PartnerKey, ReportPurge, utcnow
+from edi.db.models import Partner, PartnerKey
 from edi.validate.flowchecks import INTERFACES as FLOW_INTERFACES
 
 log = structlog.get_logger("edi.partners")
 
 INTERFACES = tuple(FLOW_INTERFACES)  # design: "Flow file names"
 APP_RE = re.compile(r"^[A-Z0-9]{3,8}$")
+RSA_MIN_BITS = 2048  # the floor of NIST SP 800-131A; a 767-bit key could be logged in with
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
@@ -80,6 +80,9 @@ class PublicKey:
     fingerprint: str
 
 
+_KEY_TYPE_RE = re.compile(r"(?:^|\s)((?:ssh|ecdsa|sk)-[a-z0-9@.-]+)(?:\s|$)")
+
+
 def fingerprint(blob: bytes) -> str:
     """SHA256 fingerprint of a public-key blob, as `ssh-keygen -l` prints it."""
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
@@ -88,12 +91,17 @@ def fingerprint(blob: bytes) -> str:
 def parse_key_line(line: str) -> PublicKey:
     """Parse one OpenSSH public key / `authorized_keys` line (`TYPE BASE64 [COMMENT]`).
 
-    Lines with options (`from="..." ssh-ed25519 ...`) are refused rather than half-honoured.
+    Lines with options (`from="..." ssh-ed25519 ...`) are refused rather than half-honoured:
+    the server would not apply the restriction the operator wrote. RSA keys under 2048 bits
+    are refused.
     """
     parts = line.strip().split(None, 2)
     if len(parts) < 2:
         raise PartnerError("clé publique illisible : attendu « TYPE BASE64 [COMMENTAIRE] »")
     key_type, key_b64 = parts[0], parts[1]
+    if not _KEY_TYPE_RE.match(key_type) and _KEY_TYPE_RE.search(line):
+        raise PartnerError(f"options authorized_keys non prises en charge ({key_type[:40]}…) : "
+                           "donner la clé seule « TYPE BASE64 [COMMENTAIRE] »")
     comment = parts[2].strip() if len(parts) > 2 else ""
     try:
         blob = base64.b64decode(key_b64, validate=True)
@@ -105,12 +113,24 @@ def parse_key_line(line: str) -> PublicKey:
         raise PartnerError(f"clé publique non reconnue ({key_type}) : {exc}") from None
     if key.get_name() != key_type and key_type not in type(key).identifiers():
         raise PartnerError("clé publique incohérente : type annoncé différent du contenu")
+    if isinstance(key, paramiko.RSAKey) and key.get_bits() < RSA_MIN_BITS:
+        raise PartnerError(f"clé RSA de {key.get_bits()} bits refusée : {RSA_MIN_BITS} bits au minimum")
     return PublicKey(key_type, key_b64, comment, fingerprint(blob))
 
 
 def read_key_file(path: str | Path) -> list[PublicKey]:
-    """Every key of a `.pub` or `authorized_keys` file (blank lines and comments skipped)."""
-    text = Path(path).read_text(encoding="utf-8")
+    """Every key of a `.pub` or `authorized_keys` file (blank lines and comments skipped).
+
+    A key's comment is free text that ssh-keygen writes in the user's locale: a file that is not
+    UTF-8 is read as latin-1 (the type and base64 parts are ASCII either way)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise PartnerError(f"fichier de clé illisible : {path} ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
     keys = [parse_key_line(ln) for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not keys:
         raise PartnerError(f"aucune clé publique dans {path}")
@@ -207,7 +227,8 @@ def set_enabled(url: str, app: str, enabled: bool) -> None:
 
 
 def disable(url: str, app: str) -> None:
-    """Refuse every new login of the partner (open sessions end at their next login)."""
+    """Refuse every login of the partner; the SFTP server ends its open sessions within
+    `[sftp] housekeeping_interval` (so does withdrawing the key a session logged in with)."""
     set_enabled(url, app, False)
 
 
@@ -288,6 +309,24 @@ def list_partners(url: str) -> list[PartnerInfo]:
         return [_info(p, keys.get(p.app, [])) for p in partners]
 
 
+def config_keys(cfg, entry) -> list[PublicKey]:
+    """The keys of one `[[partners]]` entry; a bad one is a `PartnerError` naming the entry."""
+    where = f"{cfg.path or 'configuration'} : [[partners]] {entry.app}"
+    try:
+        keys = [parse_key_line(line) for line in entry.keys]
+        for key_file in entry.key_files:
+            keys.extend(read_key_file(cfg.resolve(key_file)))
+    except PartnerError as exc:
+        raise PartnerError(f"{where} : {exc}") from None
+    return keys
+
+
+def check_config(cfg) -> None:
+    """Parse every configured partner key, before anything is touched (a bad one: `PartnerError`)."""
+    for entry in cfg.partners:
+        config_keys(cfg, entry)
+
+
 def load_from_config(cfg) -> list[str]:
     """Bring the `[[partners]]` of the configuration into the database; returns their codes."""
     apps = []
@@ -304,55 +343,7 @@ def load_from_config(cfg) -> list[str]:
                 partner.name, partner.interfaces = name, codes
             s.add(partner)
             s.flush()
-            keys = [parse_key_line(line) for line in entry.keys]
-            for key_file in entry.key_files:
-                keys.extend(read_key_file(cfg.resolve(key_file)))
-            _add_keys(s, app, keys)
+            _add_keys(s, app, config_keys(cfg, entry))
             apps.append(app)
         s.commit()
     return apps
-
-
-# --- retention of reports --------------------------------------------------------------------
-
-
-def retention(cfg) -> timedelta:
-    return timedelta(days=cfg.reports.retention_days)
-
-
-def purge_reports(cfg, now: datetime | None = None) -> list[Path]:
-    """Delete the files of every partner's `out/` older than the retention; record each one.
-
-    Age is the file's modification time (when the report was made available). Symbolic links
-    and folders are left alone. Returns the purged paths.
-    """
-    now = now or utcnow()
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
-    limit = (now - retention(cfg)).timestamp()
-    base = cfg.spool_root / "partners"
-    purged: list[tuple[str, Path, int, datetime]] = []
-    if base.is_dir():
-        for partner_dir in sorted(base.iterdir()):
-            out = partner_dir / "out"
-            if partner_dir.is_symlink() or out.is_symlink() or not out.is_dir():
-                continue
-            for entry in os.scandir(out):
-                st = entry.stat(follow_symlinks=False)
-                if not stat.S_ISREG(st.st_mode) or st.st_mtime >= limit:
-                    continue
-                try:
-                    os.unlink(entry.path)
-                except FileNotFoundError:
-                    continue  # downloaded-and-deleted meanwhile
-                modified = datetime.fromtimestamp(st.st_mtime, timezone.utc)
-                purged.append((partner_dir.name, Path(entry.path), st.st_size, modified))
-                log.info("purge", partner=partner_dir.name, action="purge", file=entry.name,
-                         bytes=st.st_size, modified_at=modified.isoformat())
-    if purged:
-        at = now.astimezone(timezone.utc)
-        with db.session(cfg.database_url) as s:
-            for app, path, size, modified in purged:
-                s.add(ReportPurge(app=app, filename=path.name, size=size, modified_at=modified, purged_at=at))
-            s.commit()
-    return [p for _, p, _, _ in purged]

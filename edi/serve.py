@@ -125,7 +125,7 @@ def _start_sftp(cfg: Config, wake: threading.Event, readiness: intake.Readiness)
     """
     if not cfg.sftp.enabled:
         return None
-    from edi.ingest.sftp import SftpService
+    from edi.ingest.sftp.server import SftpService
 
     def uploaded(app, path):
         readiness.complete(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -276,3 +277,56 @@ def test_show(url):
     assert [s.active for s in services] == [False, True, True]
     assert show(url, "21750123800018") == (Directory(url).structure("21750123800018"), [])
     assert show(url, "99999999999999") is None
+
+
+# --- issue 8, item 12: an import that empties the directory, NUL bytes ----------------------
+
+
+def test_header_only_file_does_not_empty_the_directory(db_url, tmp_path):
+    """A header-only export (a truncated download) would make every invoice DEST_INC."""
+    full = write(tmp_path / "full.csv", [HEADER, structure_line("21750123800018"), structure_line(STATE)])
+    import_directory(db_url, full)
+    empty = write(tmp_path / "empty.csv", [HEADER])
+    with pytest.raises(DirectoryFileError) as err:
+        import_directory(db_url, empty)
+    assert err.value.line_no == 1 and "--allow-empty" in err.value.message and "2 structures" in err.value.message
+    assert count(db_url, Structure) == 2
+    stats = import_directory(db_url, empty, allow_empty=True)
+    assert stats.structures == 0 and count(db_url, Structure) == 0
+    import_directory(db_url, empty)  # nothing left to remove: an empty directory stays empty
+
+
+def test_nul_byte_in_a_cell_refused_with_its_line(db_url, tmp_path):
+    """SQLite would store it and PostgreSQL raise DataError: both refuse it, naming the line."""
+    good = write(tmp_path / "good.csv", [HEADER, structure_line("21750123800018")])
+    import_directory(db_url, good)
+    bad = write(tmp_path / "bad.csv", [HEADER, structure_line(STATE), structure_line(name="COM\x00MUNE")])
+    with pytest.raises(DirectoryFileError) as err:
+        import_directory(db_url, bad)
+    assert err.value.line_no == 3 and "RaisonSociale" in err.value.message and "NUL" in err.value.message
+    services = write(tmp_path / "services.csv", [SERVICES_HEADER, f"{STATE};SE\x001;Service;false;true"])
+    with pytest.raises(DirectoryFileError) as err:
+        import_directory(db_url, write(tmp_path / "s.csv", [HEADER, structure_line(STATE)]), services)
+    assert err.value.line_no == 2 and "CodeService" in err.value.message
+    assert show(db_url, "21750123800018") is not None and show(db_url, STATE) is None  # unchanged
+
+
+def test_cli_import_refuses_empty_file_unless_allowed(tmp_path):
+    from typer.testing import CliRunner
+
+    from edi.cli import app
+
+    config = tmp_path / "edi.toml"
+    config.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/t.db"\n[spool]\nroot = "{tmp_path}/spool"\n')
+    full = write(tmp_path / "full.csv", [HEADER, structure_line("21750123800018")])
+    empty = write(tmp_path / "empty.csv", [HEADER])
+    runner = CliRunner()
+    try:
+        assert runner.invoke(app, ["--config", str(config), "directory", "import", str(full)]).exit_code == 0
+        res = runner.invoke(app, ["--config", str(config), "directory", "import", str(empty)])
+        assert res.exit_code == 2 and "--allow-empty" in res.output and "Traceback" not in res.output
+        assert count(f"sqlite:///{tmp_path}/t.db", Structure) == 1
+        res = runner.invoke(app, ["--config", str(config), "directory", "import", str(empty), "--allow-empty"])
+        assert res.exit_code == 0 and count(f"sqlite:///{tmp_path}/t.db", Structure) == 0
+    finally:
+        structlog.reset_defaults()  # the CLI pointed the logger at the runner's (closed) stderr

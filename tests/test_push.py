@@ -26,7 +26,8 @@ from edi import config as config_mod
 from edi import db, partners
 from edi.db.models import Report, ReportPush
 from edi.ingest import intake
-from edi.ingest.sftp import SftpService, load_host_key
+from edi.ingest.sftp.auth import load_host_key
+from edi.ingest.sftp.server import SftpService
 from edi.spool import Spool
 from edi.reports import push
 from edi.reports.outbox import deliver_pending

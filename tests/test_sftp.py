@@ -18,6 +18,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+import structlog
 from sqlmodel import select
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
@@ -25,8 +26,9 @@ from typer.testing import CliRunner
 from edi import config as config_mod
 from edi import db, partners
 from edi.db.models import Report, ReportDownload, ReportPurge
-from edi.ingest import sftp as sftp_mod
-from edi.ingest.sftp import SftpService
+from edi.ingest.sftp import server as sftp_mod
+from edi.ingest.sftp.server import SftpService
+from edi.reports import retention
 
 # report files here are stand-in bytes: this suite tests their transport, not their content
 pytestmark = pytest.mark.stand_in_reports
@@ -530,13 +532,13 @@ def test_purge_reports_older_than_retention(tmp_path):
     os.utime(old, ((now - timedelta(days=8)).timestamp(),) * 2)
     os.utime(fresh, ((now - timedelta(days=6)).timestamp(),) * 2)
     os.symlink(tmp_path, out / "LINK")
-    assert partners.purge_reports(cfg, now=now) == [old]
+    assert retention.purge_reports(cfg, now=now) == [old]
     assert sorted(os.listdir(out)) == ["LINK", "NEW.xml"]
     with db.session(cfg.database_url) as s:
         rows = s.exec(select(ReportPurge)).all()
     assert [(r.app, r.filename, r.size) for r in rows] == [("AAA", "OLD.xml", 3)]
     cfg = make_cfg(tmp_path, retention_days=5)
-    assert partners.purge_reports(cfg, now=now) == [fresh]
+    assert retention.purge_reports(cfg, now=now) == [fresh]
     db.dispose_all()
 
 
@@ -593,4 +595,361 @@ def test_cli_partners(tmp_path, keys, quiet_logs):
     assert res.exit_code == 0 and "ACME" in res.output and data["sftp_host_key"] in res.output
     res = runner.invoke(app, ["disable", "NOPE"], obj=cfg)
     assert res.exit_code == 2 and "inconnu" in res.output
+    db.dispose_all()
+
+
+# --- hardening (issue 8, items 4-11) ----------------------------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_long_multibyte_name_refused_at_open(env, keys):
+    """255 characters but 505 bytes: refused at open (not told success, then lost at rename)."""
+    name = "é" * 250 + "00000"
+    t, c = connect(env, "a", keys)
+    try:
+        c.listdir("/in")
+        before = open_fds()
+        with capture_logs() as logs:
+            for _ in range(20):
+                with pytest.raises(IOError):
+                    with c.open(f"/in/{name}", "wb") as fh:
+                        fh.write(b"<flux/>")
+        assert open_fds() <= before  # no descriptor left behind
+        assert any(e.get("action") == "denied" and e.get("reason") == "name_too_long" for e in logs)
+        fits = "é" * 100 + ".xml"  # 204 bytes: fine, and so is its hidden partial
+        with c.open(f"/in/{fits}", "wb") as fh:
+            fh.write(b"<flux/>")
+    finally:
+        t.close()
+    assert visible(env.spool / "AAA" / "in") == [fits]
+    assert [p.name for _, p, _ in env.rec.uploads] == [fits]
+
+
+@pytest.mark.skipif(SFTP_BIN is None, reason="OpenSSH sftp client not installed")
+def test_failed_final_rename_is_an_error_and_leaves_nothing(env, keys, monkeypatch, tmp_path):
+    real_rename = os.rename
+
+    def failing_rename(src, dst, *a, **kw):
+        if str(src).endswith(".part"):
+            raise OSError(36, "File name too long")
+        return real_rename(src, dst, *a, **kw)
+
+    monkeypatch.setattr(os, "rename", failing_rename)
+    local = tmp_path / FLOW_A
+    local.write_bytes(b"<flux/>")
+    before = open_fds()
+    with capture_logs() as logs:
+        # OpenSSH reports a failed CLOSE (paramiko's client ignores it)
+        res = run_sftp(env, keys["a"], "AAA", f"put {local} /in/{FLOW_A}\n")
+    assert res.returncode != 0 and "close" in res.stderr.lower(), res.stderr
+    assert wait_for(lambda: open_fds() <= before)
+    assert any(e.get("action") == "upload_failed" for e in logs)
+    assert visible(env.spool / "AAA" / "in") == [] and env.rec.uploads == [] and not env.service.active_partials
+
+
+def test_housekeeping_survives_any_exception(start, keys):
+    """EMFILE in the cleanup once killed the thread: no more idle/login timeouts, no cleanup."""
+    env = start(idle_timeout=1.0, partial_max_age=0.3)
+    real_cleanup = env.service.cleanup_partials
+    calls = []
+
+    def flaky_cleanup(*a):
+        calls.append(1)
+        if len(calls) <= 3:
+            raise OSError(24, "Too many open files")
+        return real_cleanup(*a)
+
+    env.service.cleanup_partials = flaky_cleanup
+    in_a = env.spool / "AAA" / "in"
+    with capture_logs() as logs:
+        t, c = connect(env, "a", keys)
+        fh = c.open(f"/in/{FLOW_A}", "wb")
+        fh.write(b"half")
+        fh.flush()
+        t.sock.shutdown(socket.SHUT_RDWR)  # dropped: the partial stays for the cleanup
+        t.close()
+        t2, c2 = connect(env, "a", keys)
+        assert c2.listdir("/in") == []
+        assert wait_for(lambda: not t2.is_active(), timeout=15)  # the idle timeout still runs
+        assert wait_for(lambda: visible(in_a) == [], timeout=15)  # and so does the cleanup, later
+    assert len(calls) > 3
+    assert any(e.get("action") == "housekeeping_failed" and e.get("step") == "cleanup" for e in logs)
+
+
+def test_open_handles_per_session_limited(start, keys):
+    env = start(max_handles_per_session=3)
+    out_a = env.spool / "AAA" / "out"
+    out_a.mkdir(parents=True, exist_ok=True)
+    for i in range(5):
+        (out_a / f"R{i}.xml").write_bytes(b"report")
+    t, c = connect(env, "a", keys)
+    try:
+        handles = [c.open(f"/out/R{i}.xml", "rb") for i in range(3)]
+        with pytest.raises(IOError, match="too many open handles"):
+            c.open("/out/R3.xml", "rb")
+        with pytest.raises(IOError):
+            c.listdir("/out")  # a folder handle counts too
+        with pytest.raises(IOError):
+            c.open(f"/in/{FLOW_A}", "wb")
+        handles.pop().close()
+        assert c.open("/out/R3.xml", "rb").read() == b"report"
+        tb, cb = connect(env, "b", keys)  # another session is not affected
+        assert cb.listdir("/in") == []
+        tb.close()
+    finally:
+        t.close()
+
+
+@pytest.mark.parametrize("failure", ["short_write", "disk_full"])
+def test_failed_write_fails_the_upload(env, keys, monkeypatch, failure):
+    """Disk full or a short write: error to the client, partial removed, nothing handed over,
+    and the same name (so the FLOWID) can be uploaded again."""
+    real_pwrite = os.pwrite
+    state = {"writes": 0}
+
+    def pwrite(fd, data, offset):
+        state["writes"] += 1
+        if state["writes"] == 1:
+            return real_pwrite(fd, data, offset)
+        if failure == "disk_full":
+            raise OSError(28, "No space left on device")
+        return real_pwrite(fd, bytes(data)[: len(data) // 2], offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    t, c = connect(env, "a", keys)
+    try:
+        with capture_logs() as logs:
+            with pytest.raises(IOError):
+                with c.open(f"/in/{FLOW_A}", "wb") as fh:
+                    for _ in range(4):
+                        fh.write(b"x" * 10_000)
+                        fh.flush()
+        assert visible(env.spool / "AAA" / "in") == [] and env.rec.uploads == []
+        assert not env.service.active_partials
+        assert any(e.get("action") == "upload_failed" for e in logs)
+        monkeypatch.setattr(os, "pwrite", real_pwrite)
+        with c.open(f"/in/{FLOW_A}", "wb") as fh:
+            fh.write(b"<flux/>")
+    finally:
+        t.close()
+    assert [(p.name, data) for _, p, data in env.rec.uploads] == [(FLOW_A, b"<flux/>")]
+
+
+@pytest.mark.skipif(SFTP_BIN is None, reason="OpenSSH sftp client not installed")
+def test_key_offers_do_not_count_as_failed_logins(start, keys, tmp_path):
+    """An agent offering 5 unknown keys before the right one logs in (offers are not attempts)."""
+    env = start(max_failed_logins=5, lockout_seconds=60)
+    others = []
+    for i in range(5):
+        path = tmp_path / f"id_other{i}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+        others.append(path)
+    identities = [arg for path in [*others, keys["a"]] for arg in ("-i", str(path))]
+    res = subprocess.run(
+        [SFTP_BIN, "-b", "-", *identities, "-P", str(env.service.port),
+         "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={env.known}", "-o", "BatchMode=yes",
+         "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5", "-F", "/dev/null", "AAA@127.0.0.1"],
+        input="ls /in\n", capture_output=True, text=True, timeout=30,
+        env={k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"},
+    )
+    assert res.returncode == 0, res.stderr
+    assert not env.service.throttle.locked("127.0.0.1")
+
+
+def assert_key_refused(env, app: str, key: paramiko.PKey) -> None:
+    t = paramiko.Transport(("127.0.0.1", env.service.port))
+    t.start_client(timeout=5)
+    try:
+        with pytest.raises(paramiko.AuthenticationException):
+            t.auth_publickey(app, key)
+    finally:
+        t.close()
+
+
+def test_failed_signatures_count(start, keys):
+    """A request signed with another key than the one it names is a failed attempt."""
+    env = start(max_failed_logins=2, lockout_seconds=60)
+    real = paramiko.Ed25519Key.from_private_key_file(str(keys["a"]))
+    for _ in range(2):
+        forged = paramiko.Ed25519Key.from_private_key_file(str(keys["stranger"]))
+        forged.asbytes = real.asbytes  # claims A's key, signs with the stranger's
+        assert_key_refused(env, "AAA", forged)
+    assert env.service.throttle.locked("127.0.0.1")
+
+
+def test_password_throttling_holds_in_parallel(start, keys, monkeypatch):
+    env = start(max_failed_logins=5, lockout_seconds=60)
+    partners.set_password(env.url, "AAA", "s3cret-pass")
+    checked = []
+    real_verify = partners.verify_password
+
+    def counting_verify(password, stored):
+        checked.append(password)
+        return real_verify(password, stored)
+
+    monkeypatch.setattr(partners, "verify_password", counting_verify)
+    barrier = threading.Barrier(40, timeout=60)
+    outcomes = []
+
+    def attempt():
+        t = paramiko.Transport(("127.0.0.1", env.service.port))
+        try:
+            t.start_client(timeout=30)
+            barrier.wait()
+            t.auth_password("AAA", "wrong")
+            outcomes.append("in")
+        except Exception as exc:  # refused, locked out, or closed: all fine here
+            outcomes.append(type(exc).__name__)
+        finally:
+            t.close()
+
+    threads = [threading.Thread(target=attempt) for _ in range(40)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert len(outcomes) == 40 and "in" not in outcomes
+    assert len(checked) <= 5
+
+
+def test_oversize_refusals_rate_limited_and_sparse_writes_refused(env, keys):
+    limit = env.cfg.max_flow_bytes
+    t, c = connect(env, "a", keys)
+    try:
+        for i in range(5):  # one byte far past the limit: refused, no report at all
+            with pytest.raises(IOError):
+                with c.open(f"/in/FSO1110A_AAA_{i:025d}.xml", "wb") as fh:
+                    fh.seek(50 * 2**30)
+                    fh.write(b"x")
+        assert env.rec.oversize == []
+        for i in range(3):  # real oversize uploads: one report per partner and interval
+            with pytest.raises(IOError):
+                with c.open(f"/in/FSO1110A_AAA_{i + 10:025d}.xml", "wb") as fh:
+                    fh.write(b"x" * (limit + 1))
+    finally:
+        t.close()
+    assert len(env.rec.oversize) == 1
+    assert visible(env.spool / "AAA" / "in") == [] and env.rec.uploads == []
+
+
+@pytest.fixture(scope="module")
+def rsa_keys(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rsa")
+    out = {}
+    for bits in (1024, 2048):
+        path = folder / f"id_rsa{bits}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", str(bits), "-N", "", "-f", str(path)], check=True)
+        out[bits] = path
+    return out
+
+
+def test_small_rsa_keys_refused(tmp_path, rsa_keys, quiet_logs):
+    from edi.cli.partners import app
+
+    cfg = make_cfg(tmp_path)
+    runner = CliRunner()
+    weak, strong = rsa_keys[1024].with_suffix(".pub"), rsa_keys[2048].with_suffix(".pub")
+    res = runner.invoke(app, ["add", "WEAK", "--name", "x", "--key", str(weak)], obj=cfg)
+    assert res.exit_code == 2 and "1024 bits refusée" in res.output and "Traceback" not in res.output
+    assert runner.invoke(app, ["add", "ACME", "--name", "x", "--key", str(strong)], obj=cfg).exit_code == 0
+    res = runner.invoke(app, ["key", "add", "ACME", str(weak)], obj=cfg)
+    assert res.exit_code == 2 and "2048 bits au minimum" in res.output
+    cfg = make_cfg(tmp_path, partners=[{"app": "CONF", "name": "x", "keys": [weak.read_text().strip()]}])
+    with pytest.raises(partners.PartnerError, match="CONF.*1024 bits"):
+        partners.load_from_config(cfg)
+    db.dispose_all()
+
+
+def test_small_rsa_key_already_stored_cannot_log_in(env, rsa_keys):
+    """A key stored before the check existed is refused at login too."""
+    from edi.db.models import PartnerKey
+
+    weak = paramiko.RSAKey.from_private_key_file(str(rsa_keys[1024]))
+    with db.session(env.url) as s:
+        s.add(PartnerKey(app="AAA", key_type="ssh-rsa", key_b64=weak.get_base64(), comment="old",
+                         fingerprint="SHA256:old"))
+        s.commit()
+    assert_key_refused(env, "AAA", weak)
+
+
+def test_disable_and_key_removal_end_live_sessions(env, keys):
+    t, c = connect(env, "a", keys)
+    assert c.listdir("/in") == []
+    partners.disable(env.url, "AAA")
+    assert wait_for(lambda: not t.is_active(), timeout=10)
+    with pytest.raises((OSError, EOFError, paramiko.SSHException)):
+        c.listdir("/in")
+    partners.enable(env.url, "AAA")
+    t, c = connect(env, "a", keys)
+    tb, cb = connect(env, "b", keys)
+    assert c.listdir("/in") == []
+    partners.remove_key(env.url, "AAA", keys["a"].with_suffix(".pub"))
+    assert wait_for(lambda: not t.is_active(), timeout=10)
+    assert tb.is_active() and cb.listdir("/in") == []  # other partners are not affected
+    tb.close()
+
+
+def test_report_retrieved_only_when_every_byte_was_read(env, keys):
+    name = "CSO1110A_AAA_" + "A" * 25 + ".xml"
+    content = os.urandom(100_000)
+    (env.spool / "AAA" / "out").mkdir(parents=True, exist_ok=True)
+    (env.spool / "AAA" / "out" / name).write_bytes(content)
+    with db.session(env.url) as s:
+        s.add(Report(app="AAA", kind="integration", filename=name, content=content))
+        s.commit()
+
+    def retrieved():
+        with db.session(env.url) as s:
+            return s.exec(select(Report).where(Report.filename == name)).one().retrieved_at
+
+    t, c = connect(env, "a", keys)
+    try:
+        fh = c.open(f"/out/{name}", "rb")
+        for _ in range(100):
+            fh.seek(0)
+            assert fh.read(1000) == content[:1000]
+        fh.close()
+        assert retrieved() is None
+        with c.open(f"/out/{name}", "rb") as fh:  # read back to front: every byte once
+            for offset in range(len(content) - 10_000, -1, -10_000):
+                fh.seek(offset)
+                assert fh.read(10_000) == content[offset:offset + 10_000]
+    finally:
+        t.close()
+    assert wait_for(lambda: retrieved() is not None)
+    with db.session(env.url) as s:
+        rows = s.exec(select(ReportDownload).order_by(ReportDownload.id)).all()
+    assert [r.complete for r in rows] == [False, True] and rows[1].bytes == len(content)
+
+
+def test_config_key_with_options_and_latin1_comment(tmp_path, keys, quiet_logs):
+    """One-line errors, never tracebacks: options are refused (the server would not enforce
+    them); a latin-1 comment is accepted as what it is, a label."""
+    from edi.cli import app as edi_app
+
+    pub = keys["a"].with_suffix(".pub").read_text().split()
+    config = tmp_path / "edi.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path}/t.db"\n[spool]\nroot = "{tmp_path}/spool"\n'
+        f'[sftp]\nhost_key = "{tmp_path}/host_key"\n'
+        f'[[partners]]\napp = "OPT"\nname = "x"\nkeys = [\'from="1.2.3.4" {pub[0]} {pub[1]}\']\n'
+    )
+    runner = CliRunner()
+    try:
+        for args in (["init"], ["partners", "list"]):
+            res = runner.invoke(edi_app, ["--config", str(config), *args])
+            assert res.exit_code == 2, res.output
+            assert "options authorized_keys non prises en charge" in res.output and "OPT" in res.output
+            assert res.exception is None or isinstance(res.exception, SystemExit)
+        latin = tmp_path / "latin.pub"
+        latin.write_bytes(f"{pub[0]} {pub[1]} opérateur@société".encode("latin-1"))
+        config.write_text(config.read_text().split("[[partners]]")[0])
+        res = runner.invoke(edi_app, ["--config", str(config), "partners", "add", "LAT", "--name", "x", "--key", str(latin)])
+        assert res.exit_code == 0, res.output
+        assert [k.comment for k in partners.get(f"sqlite:///{tmp_path}/t.db", "LAT").keys] == ["opérateur@société"]
+    finally:
+        structlog.reset_defaults()  # the CLI pointed the logger at the runner's (closed) stderr
     db.dispose_all()

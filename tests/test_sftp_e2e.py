@@ -26,7 +26,7 @@ import paramiko
 import pytest
 
 from edi import gen as generator
-from edi.ingest.sftp import key_fingerprint, load_host_key
+from edi.ingest.sftp.auth import key_fingerprint, load_host_key
 from tests.helpers import RECEIVED_STATUS, PARTIAL_STATUS, REJECTED_STATUS, error_lines, flow_status, validate_report
 
 BIN = Path(sys.executable).parent / "edi"

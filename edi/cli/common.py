@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from edi import config as config_mod
+from edi import partners
 from edi.config import Config
 
 console = Console()
@@ -28,7 +29,8 @@ def load(path: Path | None = None) -> Config:
             from edi.validate import catalogue
 
             catalogue.check_overrides(cfg)
-    except config_mod.ConfigError as exc:
+        partners.check_config(cfg)  # every configured key line parses, before anything is touched
+    except (config_mod.ConfigError, partners.PartnerError) as exc:
         err.print(str(exc), highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
     return cfg

@@ -18,12 +18,13 @@ def directory_import(
     ctx: typer.Context,
     structures: Path = typer.Argument(..., exists=True, dir_okay=False, help="Export CSV des structures (21 colonnes)."),
     services: Optional[Path] = typer.Option(None, "--services", exists=True, dir_okay=False),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="Accepter un fichier sans structure (vide l'annuaire)."),
 ):
     """Replace the directory with these files, in one transaction (a bad file changes nothing)."""
     from edi.route.directory import DirectoryFileError, import_directory
 
     try:
-        stats = import_directory(cfg(ctx).database_url, structures, services)
+        stats = import_directory(cfg(ctx).database_url, structures, services, allow_empty)
     except DirectoryFileError as exc:
         fail(str(exc), "corrigez la ligne indiquée puis relancez l'import ; l'annuaire en place est inchangé")
     console.print(f"Annuaire importé : {stats.structures} structures, {stats.services} services "

@@ -24,7 +24,7 @@ from rich.table import Table
 from edi import partners
 from edi.cli.common import cfg as _cfg
 from edi.cli.common import print_json
-from edi.ingest import sftp
+from edi.ingest.sftp.server import host_key_fingerprint
 
 app = typer.Typer(help="Partenaires (opérateurs) : comptes SFTP, clés, interfaces.", no_args_is_help=True)
 key_app = typer.Typer(help="Clés publiques d'un partenaire.", no_args_is_help=True)
@@ -35,7 +35,10 @@ app.add_typer(key_app, name="key")
 def _main(ctx: typer.Context) -> None:
     cfg = _cfg(ctx)
     ctx.obj = cfg
-    partners.load_from_config(cfg)
+    try:
+        partners.load_from_config(cfg)
+    except partners.PartnerError as exc:
+        _fail(exc)
 
 
 def _fail(exc: Exception) -> None:
@@ -67,7 +70,7 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
     """Lister les partenaires, leurs clés, et l'empreinte de la clé d'hôte SFTP."""
     cfg = _cfg(ctx)
     items = partners.list_partners(cfg.database_url)
-    fingerprint = sftp.host_key_fingerprint(cfg)
+    fingerprint = host_key_fingerprint(cfg)
     if as_json:
         print_json({
             "sftp_host_key": fingerprint,
@@ -98,7 +101,7 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
 
 @app.command("disable")
 def disable_cmd(ctx: typer.Context, app_code: str = typer.Argument(..., metavar="APP")) -> None:
-    """Désactiver un partenaire : toute nouvelle connexion est refusée."""
+    """Désactiver un partenaire : toute connexion est refusée, les sessions ouvertes sont fermées."""
     try:
         partners.disable(_cfg(ctx).database_url, app_code)
     except partners.PartnerError as exc:

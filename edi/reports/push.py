@@ -45,6 +45,7 @@ from edi import db, log
 from edi.config import ReportsSettings
 from edi.db.models import Partner, Report, ReportPush, utcnow
 from edi.spool import Spool, write_new
+from edi.reports.retention import retention
 
 LOG = log.get("edi.push")
 
@@ -269,9 +270,7 @@ def push_pending(cfg, limit: int = 100) -> int:
     if not dests:
         return 0
     url, conf = cfg.database_url, cfg.reports
-    from edi import partners as partners_mod
-
-    _enqueue(url, sorted(dests), partners_mod.retention(cfg))
+    _enqueue(url, sorted(dests), retention(cfg))
     with db.session(url) as s:
         due = s.execute(
             select(ReportPush.id, ReportPush.app)

@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Connection
 
 from edi.db import engine_for
@@ -225,6 +225,11 @@ def _records(path: Path, text: str, expected: tuple[str, ...]) -> Iterator[tuple
             raise DirectoryFileError(
                 path, reader.line_num, f"{len(cells)} colonnes au lieu de {width}"
             )
+        for i, cell in enumerate(cells):
+            if "\x00" in cell:  # SQLite would store it, PostgreSQL refuses it: refused alike, here
+                raise DirectoryFileError(
+                    path, reader.line_num, f"colonne {expected[i]} : caractère NUL (octet 0x00) interdit"
+                )
         yield reader.line_num, [c.strip() for c in cells]
 
 
@@ -407,14 +412,26 @@ def replace_directory(
 
 
 def import_directory(
-    url: str, structures_path: str | Path, services_path: str | Path | None = None
+    url: str, structures_path: str | Path, services_path: str | Path | None = None,
+    allow_empty: bool = False,
 ) -> ImportStats:
     """Read both files completely, then replace the directory (see `replace_directory`).
 
-    Files are parsed before the database is touched, so a bad line changes nothing.
+    Files are parsed before the database is touched, so a bad line changes nothing. A
+    structures file without a single structure (a truncated export, a header alone) would empty
+    the directory and reject every invoice: refused unless `allow_empty`.
     """
     start = time.perf_counter()
     structures, padded, encoding = _read_structures(Path(structures_path))
+    if not structures and not allow_empty:
+        with engine_for(url).connect() as conn:
+            present = conn.execute(select(func.count()).select_from(Structure.__table__)).scalar_one()
+        if present:
+            raise DirectoryFileError(
+                structures_path, 1,
+                f"aucune structure dans le fichier : l'import viderait l'annuaire ({present} structures) ; "
+                "option --allow-empty pour le vider volontairement",
+            )
     services = None
     if services_path is not None:
         services = read_services(services_path, {s.siret for s in structures})
