@@ -7,9 +7,15 @@ the stream meets the problem. Hostile input is refused before and during parsing
   DTD loading, no network, and libxml2's hard limits kept (`huge_tree` off: depth <= 256, one
   text node <= 10,000,000 characters, so a base64 attachment of up to about 7 MB decoded per
   `Contenu`); an XInclude element anywhere is refused;
-- a `.tar.gz` is read as a stream, member after member; the gzip stream is read to its end and
-  its CRC and length checked, so a truncated upload (cut between two members, which tar alone
-  cannot tell) is `IRR_EXTRAC`.
+- memory follows the number of parsed elements, not the bytes (a 50 MB file of `<x/>` is 13
+  million elements, ~1.7 GB once parsed): every document is parsed as a stream of events, its
+  elements counted (`max_invoice_elements`), and a CPP flow's shape is checked at each element's
+  start, so padding outside the invoices is refused before it is kept;
+- a `.tar.gz` is read as a stream, member after member, through a counter of decompressed bytes
+  checked at every read (`max_flow_bytes`); tarfile keeps a PAX or GNU long-name header whole in
+  memory, so its size is checked before it is read, and the entries are counted; the gzip stream
+  is read to its end and its CRC and length checked, so a truncated upload (cut between two
+  members, which tar alone cannot tell) is `IRR_EXTRAC`.
 
 CPP bulk flows are parsed with iterparse and every invoice element is freed once the consumer
 has used it, so memory does not grow with the number of invoices. A content problem discovered
@@ -20,6 +26,7 @@ point it is found: the consumer must not commit anything before the iteration ha
 from __future__ import annotations
 
 import gzip
+import io
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -28,9 +35,9 @@ from typing import Iterator
 
 from lxml import etree
 
-from edi.interfaces import CPP, CPP_ENVELOPE, CPP_FLOW, CPP_INVOICE, CPP_INVOICES, INTERFACES
+from edi.interfaces import CPP, CPP_ENVELOPE, CPP_INVOICE, CPP_INVOICES, INTERFACES
 from edi.validate import flowchecks as checks
-from edi.validate.flowchecks import Envelope, FlowName, FlowRejected, Limits
+from edi.validate.flowchecks import Envelope, FlowName, Limits
 
 _SNIFF_BYTES = 65536
 
@@ -45,17 +52,20 @@ class Piece:
     member: str = ""
 
 
-_PARSER = etree.XMLParser(
-    resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False
-)
+_PARSE = dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
-def parse_document(data: bytes, where: str) -> etree._Element:
+def parse_document(data: bytes, where: str, max_elements: int = Limits.max_invoice_elements) -> etree._Element:
+    """One whole document (an invoice alone or in an archive), its elements counted as parsed."""
     checks.check_prolog(data[:_SNIFF_BYTES], where)
+    context = etree.iterparse(io.BytesIO(data), events=("start",), **_PARSE)
     try:
-        element = etree.fromstring(data, _PARSER)
+        for count, _ in enumerate(context, start=1):
+            if count > max_elements:
+                raise checks.too_many_elements(max_elements, where)
     except (etree.XMLSyntaxError, ValueError) as exc:
         raise checks.syntax_error(exc, where) from None
+    element = context.root
     checks.check_no_xinclude(element, where)
     return element
 
@@ -63,75 +73,163 @@ def parse_document(data: bytes, where: str) -> etree._Element:
 def read_flow(path: Path, name: FlowName, limits: Limits) -> Iterator[Piece]:
     """Yield the invoices of the flow at `path` in order; raise FlowRejected when irrecevable."""
     if INTERFACES[name.interface].syntax is CPP:
-        yield from _read_cpp(path, name, Envelope())
+        yield from _read_cpp(path, name, limits)
     elif name.extension == "tar.gz":
         yield from _read_tar(path, name, limits)
     else:
         checks.check_file_size(path.stat().st_size, limits)
         data = path.read_bytes()
-        element = parse_document(data, path.name)
+        element = parse_document(data, path.name, limits.max_invoice_elements)
         checks.check_root(element, name, path.name)
         yield Piece(seq=1, element=element, raw=data, member=path.name)
 
 
+class _Counted:
+    """The decompressed stream of an archive: its position checked at every read, so a bomb is
+    refused as it expands, whatever its headers say."""
+
+    def __init__(self, raw, limits: Limits):
+        self.raw, self.limits, self.position = raw, limits, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.position += len(data)
+        checks.check_decompressed(self.position, self.limits)
+        return data
+
+
+# header type -> kind of check_tar_header (what tarfile reads whole into memory)
+_HEADER_KINDS = {
+    tarfile.XHDTYPE: "pax", tarfile.XGLTYPE: "pax", tarfile.SOLARIS_XHDTYPE: "pax",
+    tarfile.GNUTYPE_LONGNAME: "gnu", tarfile.GNUTYPE_LONGLINK: "gnu", tarfile.GNUTYPE_SPARSE: "sparse",
+}
+
+
+class _Header(tarfile.TarInfo):
+    """`TarInfo.fromtarfile` with the size of a PAX / GNU header checked before tarfile reads
+    it (`_proc_member` then reads it, and chains to the member it describes)."""
+
+    @classmethod
+    def fromtarfile(cls, archive):
+        buf = archive.fileobj.read(tarfile.BLOCKSIZE)
+        info = cls.frombuf(buf, archive.encoding, archive.errors)
+        info.offset = archive.fileobj.tell() - tarfile.BLOCKSIZE
+        kind = _HEADER_KINDS.get(info.type)
+        if kind:
+            checks.check_tar_header(kind, info.size, archive.header_bytes)
+            archive.header_bytes += tarfile.BLOCKSIZE + info.size
+        return info._proc_member(archive)
+
+
+class _Archive(tarfile.TarFile):
+    tarinfo = _Header
+    header_bytes = 0  # PAX / GNU headers read in front of the member being read
+
+
 def _read_tar(path: Path, name: FlowName, limits: Limits) -> Iterator[Piece]:
-    seq = 0
+    seq = entries = directories = 0
     total = 0
     try:
-        with gzip.open(path, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
-            for member in archive:
-                if member.isdir():
-                    continue
-                checks.check_member(member, limits)
-                total += member.size
-                checks.check_decompressed(total, limits)
-                fh = archive.extractfile(member)
-                data = fh.read() if fh else b""
-                checks.check_member_data(data, member.name)
-                element = parse_document(data, member.name)
-                checks.check_root(element, name, member.name)
-                seq += 1
-                yield Piece(seq=seq, element=element, raw=data, member=member.name)
+        with gzip.open(path, "rb") as raw:
+            stream = _Counted(raw, limits)
+            with _Archive.open(fileobj=stream, mode="r|") as archive:
+                while (member := archive.next()) is not None:
+                    archive.header_bytes = 0
+                    archive.members.clear()  # tarfile keeps every header it read, even streaming
+                    entries += 1
+                    directories += member.isdir()
+                    checks.check_entry_count(entries, directories, limits)
+                    if member.isdir():
+                        continue
+                    checks.check_member(member, limits)
+                    total += member.size
+                    checks.check_decompressed(total, limits)
+                    fh = archive.extractfile(member)
+                    data = fh.read() if fh else b""
+                    checks.check_member_data(data, member.name)
+                    element = parse_document(data, member.name, limits.max_invoice_elements)
+                    checks.check_root(element, name, member.name)
+                    seq += 1
+                    yield Piece(seq=seq, element=element, raw=data, member=member.name)
             while stream.read(1 << 16):  # to the gzip trailer: CRC and length checked there
-                checks.check_decompressed(stream.tell(), limits)
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+                pass
+    except (tarfile.TarError, EOFError, OSError, zlib.error, RecursionError) as exc:
         raise checks.unreadable_archive(exc) from None
     checks.check_archive_found(seq)
 
 
-def _read_cpp(path: Path, name: FlowName, envelope: Envelope) -> Iterator[Piece]:
+def _read_cpp(path: Path, name: FlowName, limits: Limits) -> Iterator[Piece]:
+    """The envelope, then each invoice, from `start` events only (half the events of start and
+    end; an invoice is complete when the next one starts, or when the flow ends). Every element
+    is counted against `max_invoice_elements` for its invoice or envelope, and the shape under
+    CPPFactureMixte and CPPFactures is checked at each of their children and every
+    `_SHAPE_EVERY` elements, so padding outside the invoices is refused before much is kept."""
+    checks.check_file_size(path.stat().st_size, limits)
     with open(path, "rb") as fh:
         head = fh.read(_SNIFF_BYTES)
     checks.check_cpp_root(checks.check_prolog(head, path.name))
-    seq = 0
-    seen_envelope = False
-    context = etree.iterparse(
-        str(path), events=("start", "end"), tag=(CPP_FLOW, CPP_ENVELOPE, CPP_INVOICES, CPP_INVOICE),
-        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=True,
-    )
+    envelope = Envelope()
+    root = envelope_element = invoices = invoice = None
+    seq = elements = 0
+    context = etree.iterparse(str(path), events=("start",), remove_comments=True, remove_pis=True, **_PARSE)
     try:
-        for event, element in context:
+        for _, element in context:
+            elements += 1
+            if elements > limits.max_invoice_elements:
+                raise checks.too_many_elements(limits.max_invoice_elements, path.name)
             tag = element.tag
-            if event == "start":
-                if tag == CPP_INVOICES:
-                    checks.check_invoices_after_envelope(seen_envelope)
-                    declared = element.get("Compteur")
-                    envelope.declared = int(declared) if declared and declared.isdigit() else None
+            if root is None:
+                checks.check_cpp_root(tag)
+                root = element
+                continue
+            if tag not in _CPP_SHAPE or (tag != CPP_INVOICE and element.getparent() is not root):
+                if elements % _SHAPE_EVERY == 0:
+                    checks.check_cpp_shape(root, invoices)
+                continue
+            elements = 0
+            if tag == CPP_INVOICE:
+                checks.check_invoice_parent(element, invoices)
+                checks.check_cpp_shape(root, invoices)
+                if invoice is not None:
+                    seq += 1
+                    yield _piece(invoice, seq, path.name)
+                    _free(invoice)
+                invoice = element
                 continue
             if tag == CPP_ENVELOPE:
-                checks.check_envelope(element, envelope, name)
-                seen_envelope = True
-                element.clear()
-            elif tag == CPP_INVOICE:
-                parent = element.getparent()
-                checks.check_invoice_parent(parent)
-                checks.check_no_xinclude(element, path.name)
-                seq += 1
-                raw = etree.tostring(element, encoding="UTF-8", xml_declaration=True)
-                yield Piece(seq=seq, element=element, raw=raw)
-                element.clear()
-                while element.getprevious() is not None:
-                    del parent[0]
+                envelope_element = element
+            else:
+                invoices = element
+                declared = element.get("Compteur")
+                envelope.declared = int(declared) if declared and declared.isdigit() else None
+            checks.check_cpp_shape(root, invoices)
+            if invoices is not None and envelope_element is not None:
+                checks.check_envelope(envelope_element, envelope, name)
+                envelope_element.clear()
     except etree.XMLSyntaxError as exc:
         raise checks.syntax_error(exc, path.name) from None
-    checks.check_cpp_end(envelope, seen_envelope, seq)
+    checks.check_cpp_shape(root, invoices)
+    if envelope_element is not None and invoices is None:
+        checks.check_envelope(envelope_element, envelope, name)
+    if invoice is not None:
+        seq += 1
+        yield _piece(invoice, seq, path.name)
+    checks.check_cpp_end(envelope, envelope_element is not None, seq)
+
+
+_CPP_SHAPE = frozenset((CPP_ENVELOPE, CPP_INVOICES, CPP_INVOICE))
+_SHAPE_EVERY = 1024
+
+
+def _piece(invoice: etree._Element, seq: int, where: str) -> Piece:
+    checks.check_no_xinclude(invoice, where)
+    return Piece(seq=seq, element=invoice, raw=etree.tostring(invoice, encoding="UTF-8", xml_declaration=True))
+
+
+def _free(invoice: etree._Element) -> None:
+    """Once the consumer is done with an invoice: its content, then its place in CPPFactures."""
+    invoice.clear()
+    parent = invoice.getparent()
+    while len(parent) and parent[0] is not invoice:
+        del parent[0]
+    del parent[0]

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from edi import db
 from edi.db.models import Flow
 from edi.finding import Finding
-from edi.interfaces import CPP_FLOW, CPP_INVOICES, EXTENSIONS, INTERFACES
+from edi.interfaces import CPP_ENVELOPE, CPP_FLOW, CPP_INVOICE, CPP_INVOICES, EXTENSIONS, INTERFACES
 from edi.validate import xsd
 
 # code -> French message (one line, as the operator reads it in the report)
@@ -43,6 +43,13 @@ MESSAGES = {
 
 _STEM = re.compile(r"^(?P<interface>[A-Z0-9]{8})_(?P<app>[A-Z0-9]{3,8})_(?P<flow_ref>[A-Z0-9]{25})$")
 
+#: Bytes of PAX / GNU long-name headers in front of one archive member. A real one holds a long
+#: path and a few times (a few hundred bytes); tarfile reads it whole into memory before we see it.
+MAX_TAR_HEADER_BYTES = 65536
+#: Directory entries tolerated in one archive (they hold nothing; tools add a few).
+MAX_TAR_DIRECTORIES = 1000
+
+
 class FlowRejected(Exception):
     """The flow is irrecevable. Carries the finding for the report."""
 
@@ -58,6 +65,8 @@ class Limits:
 
     max_flow_bytes: int
     max_file_bytes: int
+    max_archive_members: int = 100_000  # entries of one .tar.gz (invoices and folders)
+    max_invoice_elements: int = 500_000  # XML elements of one invoice (or one envelope)
 
     @classmethod
     def of(cls, cfg) -> Limits:
@@ -65,6 +74,8 @@ class Limits:
         return cls(
             max_flow_bytes=cfg.max_flow_bytes,
             max_file_bytes=int(limits["max_file_bytes"]),
+            max_archive_members=int(limits.get("max_archive_members", cls.max_archive_members)),
+            max_invoice_elements=int(limits.get("max_invoice_elements", cls.max_invoice_elements)),
         )
 
 
@@ -206,6 +217,12 @@ def check_root(element: etree._Element, name: FlowName, where: str) -> None:
         raise FlowRejected("IRR_TYPE", f"document {local} dans un flux {name.interface}", location=where, value=local)
 
 
+def too_many_elements(max_elements: int, where: str) -> FlowRejected:
+    """Memory follows the number of parsed elements, not the bytes: an invoice padded with
+    millions of empty elements is refused while it is parsed (`max_invoice_elements`)."""
+    return FlowRejected("IRR_TAILLE", f"plus de {max_elements} éléments XML dans une facture", location=where)
+
+
 def syntax_error(exc: Exception, where: str) -> FlowRejected:
     """Not well-formed (or beyond libxml2's limits: depth, text node size)."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -213,6 +230,23 @@ def syntax_error(exc: Exception, where: str) -> FlowRejected:
 
 
 # ------------------------------------------------------------------ archives (.tar.gz)
+
+
+def check_tar_header(kind: str, size: int, header_bytes: int) -> None:
+    """A PAX / GNU long-name header (`kind`), checked before it is read: `header_bytes` is what
+    the headers in front of this member already hold."""
+    if kind == "sparse":
+        raise FlowRejected("IRR_EXTRAC", "membre creux (sparse) interdit")
+    if header_bytes + size > MAX_TAR_HEADER_BYTES:
+        raise FlowRejected("IRR_EXTRAC", f"en-têtes de membre de plus de {MAX_TAR_HEADER_BYTES} octets",
+                           value=str(header_bytes + size))
+
+
+def check_entry_count(entries: int, directories: int, limits: Limits) -> None:
+    if entries > limits.max_archive_members:
+        raise FlowRejected("IRR_EXTRAC", f"plus de {limits.max_archive_members} membres dans l'archive")
+    if directories > MAX_TAR_DIRECTORIES:
+        raise FlowRejected("IRR_EXTRAC", f"plus de {MAX_TAR_DIRECTORIES} dossiers dans l'archive")
 
 
 def check_member(member, limits: Limits) -> None:
@@ -272,14 +306,28 @@ def check_cpp_root(root: str) -> None:
         raise FlowRejected("IRR_TYPE", f"racine {root or '?'} dans un flux FSO1110A", value=root)
 
 
-def check_invoices_after_envelope(seen_envelope: bool) -> None:
-    if not seen_envelope:
-        raise FlowRejected("IRR_SYNTAX", "CPPFactures avant l'enveloppe")
-
-
-def check_invoice_parent(parent) -> None:
-    if parent is None or parent.tag != CPP_INVOICES:
+def check_invoice_parent(invoice: etree._Element, invoices: etree._Element | None) -> None:
+    if invoices is None or invoice.getparent() is not invoices:
         raise FlowRejected("IRR_SYNTAX", "facture hors de CPPFactures")
+
+
+def check_cpp_shape(root: etree._Element | None, invoices: etree._Element | None) -> None:
+    """Under CPPFactureMixte the envelope then CPPFactures, under CPPFactures invoices only.
+    Checked as the flow is parsed (the splitter calls it often enough that padding outside the
+    invoices is refused after a few hundred elements, never kept by the million)."""
+    for position, child in enumerate(() if root is None else root):
+        if position == 0 and child.tag == CPP_INVOICES:
+            raise FlowRejected("IRR_SYNTAX", "CPPFactures avant l'enveloppe")
+        if (position, child.tag) not in ((0, CPP_ENVELOPE), (1, CPP_INVOICES)):
+            _not_allowed(child, CPP_FLOW)
+    for child in () if invoices is None else invoices:
+        if child.tag != CPP_INVOICE:
+            _not_allowed(child, CPP_INVOICES)
+
+
+def _not_allowed(child: etree._Element, parent: str) -> None:
+    local = child.tag if isinstance(child.tag, str) else "?"
+    raise FlowRejected("IRR_SYNTAX", f"élément {local} non autorisé dans {parent}", location=parent, value=local)
 
 
 def check_envelope(element: etree._Element, envelope: Envelope, name: FlowName) -> None:
