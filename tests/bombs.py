@@ -34,23 +34,24 @@ def _repeat(gz, unit: bytes, count: int) -> None:
     gz.write(unit * count)
 
 
-def header_bomb(out: BinaryIO, kind: bytes, size: int, member: str, data: bytes) -> None:
-    """A .tar.gz of one member preceded by a PAX (`tarfile.XHDTYPE`) or GNU long-name
-    (`tarfile.GNUTYPE_LONGNAME`) header of `size` bytes."""
+def header_bomb(out: BinaryIO, kind: bytes, size: int, member: str, data: bytes, count: int = 1) -> None:
+    """A .tar.gz of `count` members, each preceded by a PAX (`tarfile.XHDTYPE`, or global
+    `XGLTYPE`) or GNU long-name (`tarfile.GNUTYPE_LONGNAME`) header of `size` bytes."""
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9, mtime=0) as gz:
-        header = tarfile.TarInfo("././@LongLink" if kind == tarfile.GNUTYPE_LONGNAME else "././@PaxHeader")
-        header.type, header.size = kind, size
-        gz.write(header.tobuf(tarfile.USTAR_FORMAT))
-        if kind == tarfile.GNUTYPE_LONGNAME:
-            _repeat(gz, b"a", size - 1)
-            gz.write(b"\0")
-        else:  # one record "LEN comment=VALUE\n", LEN counting the whole record
-            prefix = f"{size} comment=".encode()
-            gz.write(prefix)
-            _repeat(gz, b"x", size - len(prefix) - 1)
-            gz.write(b"\n")
-        _pad(gz, size)
-        _member(gz, member, data)
+        for n in range(count):
+            header = tarfile.TarInfo("././@LongLink" if kind == tarfile.GNUTYPE_LONGNAME else "././@PaxHeader")
+            header.type, header.size = kind, size
+            gz.write(header.tobuf(tarfile.USTAR_FORMAT))
+            if kind == tarfile.GNUTYPE_LONGNAME:
+                _repeat(gz, b"a", size - 1)
+                gz.write(b"\0")
+            else:  # one record "LEN comment<n>=VALUE\n", LEN counting the whole record
+                prefix = f"{size} comment{n}=".encode()
+                gz.write(prefix)
+                _repeat(gz, b"x", size - len(prefix) - 1)
+                gz.write(b"\n")
+            _pad(gz, size)
+            _member(gz, f"{n}-{member}", data)
         gz.write(b"\0" * 2 * BLOCK)
 
 

@@ -116,3 +116,23 @@ def test_invoice_within_max_invoice_elements_is_accepted(tmp_path, samples):
     platform = make_platform(tmp_path, limits={"max_invoice_elements": 2_000})
     flow = ingest(platform, flow_name("FSO1110A"), samples["cpp"])
     assert (flow.state, flow.accepted_count) == ("IN_INTEGRE", 2), flow.error_code
+
+
+def test_sparse_member_is_refused_before_its_map_is_read(tmp_path, samples):
+    """A GNU sparse member's map runs over as many blocks as it likes: refused at its header."""
+    info = tarfile.TarInfo("facture.xml")
+    info.type = tarfile.GNUTYPE_SPARSE
+    data = tar_gz([(info, samples["ubl"])])
+    platform = make_platform(tmp_path)
+    flow = ingest(platform, flow_name("FSO1100A", ext="tar.gz"), data)
+    lines = assert_irrecevable(platform, flow, "IRR_EXTRAC", data)
+    assert "sparse" in lines[0]["LibelleErreur"]
+
+
+def test_global_pax_headers_count_for_every_later_member(tmp_path, samples):
+    """tarfile keeps every global PAX header for the rest of the archive: two of 40 KB, each in
+    front of its own member, are over the bound together."""
+    data = built(bombs.header_bomb, tarfile.XGLTYPE, 40_000, "facture.xml", samples["ubl"], 2)
+    platform = make_platform(tmp_path)
+    flow = ingest(platform, flow_name("FSO1100A", ext="tar.gz"), data)
+    assert_irrecevable(platform, flow, "IRR_EXTRAC", data)

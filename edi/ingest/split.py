@@ -118,12 +118,15 @@ class _Header(tarfile.TarInfo):
         if kind:
             checks.check_tar_header(kind, info.size, archive.header_bytes)
             archive.header_bytes += tarfile.BLOCKSIZE + info.size
+            if info.type == tarfile.XGLTYPE:  # kept by tarfile for every later member
+                archive.global_bytes += tarfile.BLOCKSIZE + info.size
         return info._proc_member(archive)
 
 
 class _Archive(tarfile.TarFile):
     tarinfo = _Header
-    header_bytes = 0  # PAX / GNU headers read in front of the member being read
+    header_bytes = 0  # PAX / GNU headers read in front of the member being read, globals included
+    global_bytes = 0  # PAX global headers read so far
 
 
 def _read_tar(path: Path, name: FlowName, limits: Limits) -> Iterator[Piece]:
@@ -134,7 +137,7 @@ def _read_tar(path: Path, name: FlowName, limits: Limits) -> Iterator[Piece]:
             stream = _Counted(raw, limits)
             with _Archive.open(fileobj=stream, mode="r|") as archive:
                 while (member := archive.next()) is not None:
-                    archive.header_bytes = 0
+                    archive.header_bytes = archive.global_bytes
                     archive.members.clear()  # tarfile keeps every header it read, even streaming
                     entries += 1
                     directories += member.isdir()
