@@ -11,6 +11,7 @@ import io
 import tarfile
 
 import pytest
+from lxml import etree
 
 from edi.validate.flowchecks import MAX_TAR_DIRECTORIES, MAX_TAR_HEADER_BYTES
 from tests import bombs
@@ -116,6 +117,16 @@ def test_invoice_within_max_invoice_elements_is_accepted(tmp_path, samples):
     platform = make_platform(tmp_path, limits={"max_invoice_elements": 2_000})
     flow = ingest(platform, flow_name("FSO1110A"), samples["cpp"])
     assert (flow.state, flow.accepted_count) == ("IN_INTEGRE", 2), flow.error_code
+
+
+def test_elements_are_counted_not_their_tags(tmp_path, samples):
+    """A limit between the invoice's elements and its `<` (start and end tags) is not reached:
+    the document is parsed as a stream and its elements counted exactly."""
+    elements = sum(1 for _ in etree.fromstring(samples["ubl"]).iter())
+    assert samples["ubl"].count(b"<") > elements + 10
+    platform = make_platform(tmp_path, limits={"max_invoice_elements": elements + 10})
+    flow = ingest(platform, flow_name("FSO1100A"), samples["ubl"])
+    assert (flow.state, flow.accepted_count) == ("IN_INTEGRE", 1), flow.error_code
 
 
 def test_sparse_member_is_refused_before_its_map_is_read(tmp_path, samples):
