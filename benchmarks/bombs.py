@@ -2,10 +2,11 @@
 
 - PAX header bomb: one 400 MB PAX header in a ~400 KB .tar.gz;
 - directory bomb: 1,000,000 directory entries (~2 MB .tar.gz);
-- element bomb: a CPP flow padded to 50 MB with 13 million `<x/>` after `</CPPFactures>`.
+- element bombs: a CPP flow padded to 50 MB with 13 million `<x/>` after `</CPPFactures>`; a
+  UBL invoice padded to 25 MB with 6 million `<x/>` inside it.
 
-Each must be refused (IRR_EXTRAC / IRR_SYNTAX) with a peak RSS under 200 MB, the tar bombs in
-about a second. Default settings (`[limits]` as in config/edi.toml).
+Each must be refused (IRR_EXTRAC / IRR_SYNTAX / IRR_TAILLE) with a peak RSS under 200 MB, the
+tar bombs in about a second. Default settings (`[limits]` as in config/edi.toml).
 
     .venv/bin/python benchmarks/bombs.py [--work DIR]
 """
@@ -37,6 +38,9 @@ def build(site: Path) -> list[tuple[str, Path]]:
     cpp = generator.generate("FSO1110A", 2, gen_dir / "cpp", seed=1).path.read_bytes()
     ubl = generator.generate("FSO1100A", 1, gen_dir / "ubl", seed=2).path.read_bytes()
     cases = []
+    path = site / f"FSO1100A_DEMO_{FLOW_ID[:-1]}0.xml"  # refused at once: start-up cost alone
+    path.write_bytes(b"")
+    cases.append(("start-up only (empty)", path))
     path = site / f"FSO1100A_DEMO_{FLOW_ID[:-1]}1.tar.gz"
     with open(path, "wb") as out:
         bombs.header_bomb(out, tarfile.XHDTYPE, 400_000_000, "facture.xml", ubl)
@@ -49,6 +53,10 @@ def build(site: Path) -> list[tuple[str, Path]]:
     with open(path, "wb") as out:
         bombs.padded(out, cpp, b"</CPPFactureMixte>", 13_000_000)
     cases.append(("CPP + 13 M <x/>", path))
+    path = site / f"FSO1100A_DEMO_{FLOW_ID[:-1]}4.xml"
+    with open(path, "wb") as out:
+        bombs.padded(out, ubl, b"</Invoice>", 6_000_000)
+    cases.append(("UBL + 6 M <x/>", path))
     return cases
 
 

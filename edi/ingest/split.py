@@ -8,9 +8,10 @@ the stream meets the problem. Hostile input is refused before and during parsing
   text node <= 10,000,000 characters, so a base64 attachment of up to about 7 MB decoded per
   `Contenu`); an XInclude element anywhere is refused;
 - memory follows the number of parsed elements, not the bytes (a 50 MB file of `<x/>` is 13
-  million elements, ~1.7 GB once parsed): every document is parsed as a stream of events, its
-  elements counted (`max_invoice_elements`), and a CPP flow's shape is checked at each element's
-  start, so padding outside the invoices is refused before it is kept;
+  million elements, ~1.7 GB once parsed): the elements of each invoice are counted
+  (`max_invoice_elements`) before they are all kept, and a CPP flow, parsed as a stream of
+  element starts, has its shape checked as it goes, so padding outside the invoices is refused
+  before it is kept;
 - a `.tar.gz` is read as a stream, member after member, through a counter of decompressed bytes
   checked at every read (`max_flow_bytes`); tarfile keeps a PAX or GNU long-name header whole in
   memory, so its size is checked before it is read, and the entries are counted; the gzip stream
@@ -26,7 +27,6 @@ point it is found: the consumer must not commit anything before the iteration ha
 from __future__ import annotations
 
 import gzip
-import io
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -58,22 +58,32 @@ _PARSER = etree.XMLParser(dtd_validation=False, **_PARSE)
 
 def parse_document(data: bytes, where: str, max_elements: int = Limits.max_invoice_elements) -> etree._Element:
     """One whole document (an invoice alone or in an archive). Every element starts with a `<`:
-    a document with no more `<` than `max_elements` is parsed at once; another one (a few times
-    more `<` than elements, or padding) is parsed as a stream of events, its elements counted."""
+    a document with more `<` than `max_elements` (a few times more `<` than elements, or
+    padding) has its elements counted first by a parser that builds nothing."""
     checks.check_prolog(data[:_SNIFF_BYTES], where)
     try:
-        if data.count(b"<") <= max_elements:
-            element = etree.fromstring(data, _PARSER)
-        else:
-            context = etree.iterparse(io.BytesIO(data), events=("start",), **_PARSE)
-            for count, _ in enumerate(context, start=1):
-                if count > max_elements:
-                    raise checks.too_many_elements(max_elements, where)
-            element = context.root
+        if data.count(b"<") > max_elements:
+            etree.fromstring(data, etree.XMLParser(target=_ElementCounter(max_elements, where), **_PARSE))
+        element = etree.fromstring(data, _PARSER)
     except (etree.XMLSyntaxError, ValueError) as exc:
         raise checks.syntax_error(exc, where) from None
     checks.check_no_xinclude(element, where)
     return element
+
+
+class _ElementCounter:
+    """Parser target: counts element starts and refuses past the limit, keeping nothing."""
+
+    def __init__(self, limit: int, where: str):
+        self.limit, self.where, self.count = limit, where, 0
+
+    def start(self, tag, attrib) -> None:
+        self.count += 1
+        if self.count > self.limit:
+            raise checks.too_many_elements(self.limit, self.where)
+
+    def close(self) -> int:
+        return self.count
 
 
 def read_flow(path: Path, name: FlowName, limits: Limits) -> Iterator[Piece]:
