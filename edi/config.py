@@ -95,6 +95,10 @@ class LimitsSettings(Section):
                               "Pro EDI limit", expected="a whole number of bytes", unit="bytes", ge=1)
     max_file_bytes: int = key(125_829_120, "largest XML file alone or inside a .tar.gz (IRR_TAILLE); 120 MB",
                               expected="a whole number of bytes", unit="bytes", ge=1)
+    max_archive_members: int = whole(100_000, "entries of one .tar.gz, invoices and folders (IRR_EXTRAC)",
+                                     "entries", minimum=1)
+    max_invoice_elements: int = whole(500_000, "XML elements of one invoice or of the CPP envelope, counted while "
+                                      "parsing (IRR_TAILLE)", "elements", minimum=1)
 
 
 class DirectorySettings(Section):

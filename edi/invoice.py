@@ -31,27 +31,20 @@ from types import MappingProxyType
 from lxml import etree
 from stdnum.eu import vat as eu_vat
 
-UBL_INVOICE = "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"
-UBL_CREDITNOTE = "urn:oasis:names:specification:ubl:schema:xsd:CreditNote-2"
-CII = "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100"
+from edi import interfaces
 
 NS = {
-    "cac": "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2",
-    "cbc": "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2",
-    "rsm": CII,
-    "ram": "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100",
-    "udt": "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:100",
-    "qdt": "urn:un:unece:uncefact:data:standard:QualifiedDataType:100",
+    "cac": interfaces.UBL_CAC_NS,
+    "cbc": interfaces.UBL_CBC_NS,
+    "rsm": interfaces.CII_NS,
+    "ram": interfaces.CII_RAM_NS,
+    "udt": interfaces.CII_UDT_NS,
+    "qdt": interfaces.CII_QDT_NS,
 }
 
 UBL, CII_SYNTAX, CPP = "UBL", "CII", "CPP"
 
-_ROOTS = {
-    f"{{{UBL_INVOICE}}}Invoice": UBL,
-    f"{{{UBL_CREDITNOTE}}}CreditNote": UBL,
-    f"{{{CII}}}CrossIndustryInvoice": CII_SYNTAX,
-    "CPPFactureMixteUnitaire": CPP,
-}
+_ROOTS = {root: s.name for s in interfaces.SYNTAXES.values() for root in s.invoice_roots}
 
 # EU member-state prefixes of VAT numbers (Greece is "EL"), France excluded: a French
 # supplier is identified by its SIRET, type 2 is "TVA intracommunautaire" from elsewhere.
@@ -533,9 +526,9 @@ _CPP_SPEC = _Spec(
 )
 
 _SPECS = {
-    f"{{{UBL_INVOICE}}}Invoice": _ubl_spec("Invoice"),
-    f"{{{UBL_CREDITNOTE}}}CreditNote": _ubl_spec("CreditNote"),
-    f"{{{CII}}}CrossIndustryInvoice": _CII_SPEC,
+    interfaces.UBL_INVOICE: _ubl_spec("Invoice"),
+    interfaces.UBL_CREDITNOTE: _ubl_spec("CreditNote"),
+    interfaces.CII: _CII_SPEC,
     "CPPFactureMixteUnitaire": _CPP_SPEC,
 }
 

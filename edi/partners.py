@@ -36,7 +36,7 @@ from sqlmodel import select
 
 from edi import db
 from edi.db.models import Partner, PartnerKey
-from edi.validate.flowchecks import INTERFACES as FLOW_INTERFACES
+from edi.interfaces import INTERFACES as FLOW_INTERFACES
 
 log = structlog.get_logger("edi.partners")
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from datetime import datetime
 
@@ -31,7 +30,8 @@ from edi.db.models import (
 from edi.ingest.intake import crash_point
 from edi.lease import Lease, LeaseLost, acquire, hold, release_failed
 from edi.spool import Spool
-from edi.ingest.split import Limits, read_flow
+from edi.ingest.split import read_flow
+from edi.interfaces import INTERFACES
 from edi.invoice import InvoiceData
 from edi.reports import statut
 from edi.reports.outbox import unique_filename
@@ -39,7 +39,7 @@ from edi.route import delivery
 from edi.route.status import processing_id as _processing_id, report_app as _report_app, status_line
 from edi.validate import checks, flowchecks, pool
 from edi.finding import Finding
-from edi.validate.flowchecks import INTERFACES as INTERFACE_SYNTAX, FlowRejected
+from edi.validate.flowchecks import FlowRejected, Limits
 
 LOG = log.get("edi.pipeline")
 PLATFORM_APP = lifecycle.PLATFORM_APP  # Emetteur/Id of the reports the platform sends
@@ -162,11 +162,11 @@ def _run(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliver
     with db.session(cfg.database_url) as s:
         partner = s.get(Partner, name.app)
     flowchecks.check_sender(name, flow.app, partner)
-    _reserve_flow_id(cfg.database_url, flow, name.app, name.flow_ref)
+    flowchecks.reserve_flow_id(cfg.database_url, flow, name)
     flowchecks.check_size(flow.size, cfg.max_flow_bytes)
     outcome.step(flow.id, trace.CHECKED, trace.OK, f"{name.interface}, émetteur {name.app}, flux {name.flow_ref}")
-    limits = Limits(cfg.max_flow_bytes, cfg.limits.max_file_bytes)
-    context = checks.Context.for_flow(cfg, name.interface, INTERFACE_SYNTAX[name.interface])
+    limits = Limits.of(cfg)
+    context = checks.Context.for_flow(cfg, name.interface, INTERFACES[name.interface].syntax.name)
     try:
         _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context)
     finally:
@@ -174,9 +174,9 @@ def _run(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliver
 
 
 def _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context) -> None:
-    outcome.rules = pool.rule_versions(INTERFACE_SYNTAX[name.interface], context.settings)
+    outcome.rules = pool.rule_versions(INTERFACES[name.interface].syntax.name, context.settings)
     pieces = read_flow(Path(flow.archive_path), name, limits)
-    if name.interface == "FSO1110A":
+    if INTERFACES[name.interface].syntax.name == "CPP":
         # CPP: checked here, element in hand (attachments are staged from it)
         for piece in pieces:
             data, found = pool.check_raw(piece.raw, context.settings, context.rules.today, piece.element)
@@ -207,21 +207,6 @@ def _decide(deliveries, flow, outcome, context, seq, raw, data, found, element) 
                    certificate=delivery.certificate(raw), status=AVAILABLE)
         staged = deliveries.stage(seq, row["deposit_no"], raw, element)
     outcome.invoices.append(InvoiceResult(seq, row, findings, staged, utcnow()))
-
-
-def _reserve_flow_id(url: str, flow: Flow, app: str, flow_ref: str) -> None:
-    """Claim APP/FLOWID for this flow (a unique key: a second flow with it is IRR_UNCITE), and
-    record its FLOWID at once so that ops can find it by that id even if it fails later."""
-    key = f"{app}/{flow_ref}"
-    if flow.flow_key == key:
-        return
-    try:
-        with db.session(url) as s:
-            s.execute(update(Flow).where(Flow.id == flow.id).values(flow_key=key, flow_ref=flow_ref))
-            s.commit()
-    except IntegrityError:
-        raise FlowRejected("IRR_UNCITE", location="nom du fichier", value=flow_ref) from None
-    flow.flow_key = key
 
 
 def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:

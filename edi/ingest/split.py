@@ -1,20 +1,22 @@
 """Read a flow file safely and stream its invoices out one by one.
 
-Hostile input is refused before and during parsing, never expanded:
-- the prolog is sniffed first: a byte-order mark other than UTF-8, an encoding declaration
-  other than UTF-8 (reference §1.4: all XML received must be UTF-8) or any DOCTYPE (the door to
-  entity expansion and external entities) makes the flow `IRR_SYNTAX`; the prolog is walked
-  item by item (comments, processing instructions), so a `<a` inside a comment cannot hide a
-  DOCTYPE that follows it;
-- an XInclude element anywhere makes the flow `IRR_SYNTAX`: lxml never runs XInclude, but the
-  invoice bytes go on to Saxon (schematron) and to the recipient, who might;
-- lxml runs with entities unresolved, no DTD loading, no network, and libxml2's hard limits kept
-  (`huge_tree` off: depth <= 256, one text node <= 10,000,000 characters, so a base64 attachment
-  of up to about 7 MB decoded per `Contenu`);
-- a `.tar.gz` is read as a stream: only regular `.xml` members with a relative name free of
-  `..`, each within `[limits] max_file_bytes`, the whole within `max_flow_bytes` uncompressed
-  (gzip bombs); the gzip stream is read to its end and its CRC and length checked, so a
-  truncated upload (cut between two members, which tar alone cannot tell) is `IRR_EXTRAC`.
+This module is the mechanics of reading; every decision about what a flow may hold — and the
+code and message of each refusal — is a check of `edi.validate.flowchecks`, called at the point
+the stream meets the problem. Hostile input is refused before and during parsing, never expanded:
+- the prolog is sniffed first (encoding, DOCTYPE), then lxml runs with entities unresolved, no
+  DTD loading, no network, and libxml2's hard limits kept (`huge_tree` off: depth <= 256, one
+  text node <= 10,000,000 characters, so a base64 attachment of up to about 7 MB decoded per
+  `Contenu`); an XInclude element anywhere is refused;
+- memory follows the number of parsed elements, not the bytes (a 50 MB file of `<x/>` is 13
+  million elements, ~1.7 GB once parsed): the elements of each invoice are counted
+  (`max_invoice_elements`) before they are all kept, and a CPP flow, parsed as a stream of
+  element starts, has its shape checked as it goes, so padding outside the invoices is refused
+  before it is kept;
+- a `.tar.gz` is read as a stream, member after member, through a counter of decompressed bytes
+  checked at every read (`max_flow_bytes`); tarfile keeps a PAX or GNU long-name header whole in
+  memory, so its size is checked before it is read, and the entries are counted; the gzip stream
+  is read to its end and its CRC and length checked, so a truncated upload (cut between two
+  members, which tar alone cannot tell) is `IRR_EXTRAC`.
 
 CPP bulk flows are parsed with iterparse and every invoice element is freed once the consumer
 has used it, so memory does not grow with the number of invoices. A content problem discovered
@@ -25,36 +27,19 @@ point it is found: the consumer must not commit anything before the iteration ha
 from __future__ import annotations
 
 import gzip
-import re
 import tarfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from lxml import etree
 
-from edi.validate import xsd
-from edi.validate.flowchecks import FlowName, FlowRejected
+from edi.interfaces import CPP, CPP_ENVELOPE, CPP_INVOICE, CPP_INVOICES, INTERFACES
+from edi.validate import flowchecks as checks
+from edi.validate.flowchecks import Envelope, FlowName, Limits
 
-UBL_INVOICE = "{urn:oasis:names:specification:ubl:schema:xsd:Invoice-2}Invoice"
-UBL_CREDIT = "{urn:oasis:names:specification:ubl:schema:xsd:CreditNote-2}CreditNote"
-CII = "{urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100}CrossIndustryInvoice"
-ROOTS = {"FSO1100A": (UBL_INVOICE, UBL_CREDIT), "FSO1106A": (CII,), "FSO1110A": ("CPPFactureMixte",)}
-UNIT = "CPPFactureMixteUnitaire"
-
-_DECL = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']")
-# One prolog item: white space, a processing instruction (the XML declaration included), a comment.
-_PROLOG_ITEM = re.compile(rb"\s+|<\?.*?\?>|<!--.*?-->", re.S)
-_ROOT_NAME = re.compile(rb"<([A-Za-z_][\w.:-]*)")
-XINCLUDE = "{http://www.w3.org/2001/XInclude}*"
 _SNIFF_BYTES = 65536
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_flow_bytes: int
-    max_file_bytes: int
 
 
 @dataclass
@@ -67,201 +52,203 @@ class Piece:
     member: str = ""
 
 
-@dataclass
-class Envelope:
-    params: dict[str, str] = field(default_factory=dict)
-    sender: str = ""
-    receiver: str = ""
-    declared: int | None = None
+_PARSE = dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+_PARSER = etree.XMLParser(dtd_validation=False, **_PARSE)
 
 
-def sniff(head: bytes, where: str = "") -> str:
-    """Refuse a non-UTF-8 or DOCTYPE-bearing document from its first bytes; return the local
-    name of its root element (read once, here, where the prolog has just been walked)."""
-    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00")) or head[:2] in (
-        b"\x00<",
-        b"<\x00",
-    ):
-        raise FlowRejected("IRR_SYNTAX", "encodage non UTF-8 (UTF-16/32)", location=where)
-    body = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
-    decl = _DECL.match(body)
-    if decl and decl.group(1).lower() not in (b"utf-8", b"utf8"):
-        raise FlowRejected(
-            "IRR_SYNTAX", "encodage déclaré non UTF-8", location=where, value=decl.group(1).decode("ascii")
-        )
-    rest = body[_prolog_end(body):]
-    if rest.startswith(b"<!"):
-        raise FlowRejected("IRR_SYNTAX", "DTD ou déclaration d'entité interdite", location=where)
-    if not rest.startswith(b"<") or rest.startswith(b"<?"):
-        raise FlowRejected("IRR_SYNTAX", "aucun élément racine au début du fichier", location=where)
-    match = _ROOT_NAME.match(rest)
-    return match.group(1).decode("ascii", "replace").rpartition(":")[2] if match else ""
-
-
-def refuse_xinclude(element: etree._Element, where: str = "") -> None:
-    if next(element.iter(XINCLUDE), None) is not None:
-        raise FlowRejected("IRR_SYNTAX", "élément XInclude interdit", location=where)
-
-
-def _prolog_end(body: bytes) -> int:
-    """Offset of the first byte after the XML declaration, comments, PIs and white space."""
-    pos = 0
-    while (item := _PROLOG_ITEM.match(body, pos)) is not None and item.end() > pos:
-        pos = item.end()
-    return pos
-
-
-def _syntax_error(exc: Exception, where: str) -> FlowRejected:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return FlowRejected("IRR_SYNTAX", text[:300], location=where)
-
-
-_PARSER = etree.XMLParser(
-    resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False
-)
-
-
-def parse_document(data: bytes, where: str) -> etree._Element:
-    sniff(data[:_SNIFF_BYTES], where)
+def parse_document(data: bytes, where: str, max_elements: int = Limits.max_invoice_elements) -> etree._Element:
+    """One whole document (an invoice alone or in an archive). Every element starts with a `<`:
+    a document with more `<` than `max_elements` (a few times more `<` than elements, or
+    padding) has its elements counted first by a parser that builds nothing."""
+    checks.check_prolog(data[:_SNIFF_BYTES], where)
     try:
+        if data.count(b"<") > max_elements:
+            etree.fromstring(data, etree.XMLParser(target=_ElementCounter(max_elements, where), **_PARSE))
         element = etree.fromstring(data, _PARSER)
     except (etree.XMLSyntaxError, ValueError) as exc:
-        raise _syntax_error(exc, where) from None
-    refuse_xinclude(element, where)
+        raise checks.syntax_error(exc, where) from None
+    checks.check_no_xinclude(element, where)
     return element
 
 
-def _check_root(element: etree._Element, name: FlowName, where: str) -> None:
-    if element.tag not in ROOTS[name.interface]:
-        raise FlowRejected(
-            "IRR_TYPE", f"document {etree.QName(element).localname} dans un flux {name.interface}",
-            location=where, value=etree.QName(element).localname,
-        )
+class _ElementCounter:
+    """Parser target: counts element starts and refuses past the limit, keeping nothing."""
+
+    def __init__(self, limit: int, where: str):
+        self.limit, self.where, self.count = limit, where, 0
+
+    def start(self, tag, attrib) -> None:
+        self.count += 1
+        if self.count > self.limit:
+            raise checks.too_many_elements(self.limit, self.where)
+
+    def close(self) -> int:
+        return self.count
 
 
 def read_flow(path: Path, name: FlowName, limits: Limits) -> Iterator[Piece]:
     """Yield the invoices of the flow at `path` in order; raise FlowRejected when irrecevable."""
-    if name.interface == "FSO1110A":
-        yield from _read_cpp(path, name, Envelope())
+    if INTERFACES[name.interface].syntax is CPP:
+        yield from _read_cpp(path, name, limits)
     elif name.extension == "tar.gz":
         yield from _read_tar(path, name, limits)
     else:
-        if path.stat().st_size > limits.max_file_bytes:
-            raise FlowRejected("IRR_TAILLE", f"fichier XML de plus de {limits.max_file_bytes} octets")
+        checks.check_file_size(path.stat().st_size, limits)
         data = path.read_bytes()
-        element = parse_document(data, path.name)
-        _check_root(element, name, path.name)
+        element = parse_document(data, path.name, limits.max_invoice_elements)
+        checks.check_root(element, name, path.name)
         yield Piece(seq=1, element=element, raw=data, member=path.name)
 
 
+class _Counted:
+    """The decompressed stream of an archive: its position checked at every read, so a bomb is
+    refused as it expands, whatever its headers say."""
+
+    def __init__(self, raw, limits: Limits):
+        self.raw, self.limits, self.position = raw, limits, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.position += len(data)
+        checks.check_decompressed(self.position, self.limits)
+        return data
+
+
+# header type -> kind of check_tar_header (what tarfile reads whole into memory)
+_HEADER_KINDS = {
+    tarfile.XHDTYPE: "pax", tarfile.XGLTYPE: "pax", tarfile.SOLARIS_XHDTYPE: "pax",
+    tarfile.GNUTYPE_LONGNAME: "gnu", tarfile.GNUTYPE_LONGLINK: "gnu", tarfile.GNUTYPE_SPARSE: "sparse",
+}
+
+
+class _Header(tarfile.TarInfo):
+    """`TarInfo.fromtarfile` with the size of a PAX / GNU header checked before tarfile reads
+    it (`_proc_member` then reads it, and chains to the member it describes)."""
+
+    @classmethod
+    def fromtarfile(cls, archive):
+        buf = archive.fileobj.read(tarfile.BLOCKSIZE)
+        info = cls.frombuf(buf, archive.encoding, archive.errors)
+        info.offset = archive.fileobj.tell() - tarfile.BLOCKSIZE
+        kind = _HEADER_KINDS.get(info.type)
+        if kind:
+            checks.check_tar_header(kind, info.size, archive.header_bytes)
+            archive.header_bytes += tarfile.BLOCKSIZE + info.size
+            if info.type == tarfile.XGLTYPE:  # kept by tarfile for every later member
+                archive.global_bytes += tarfile.BLOCKSIZE + info.size
+        return info._proc_member(archive)
+
+
+class _Archive(tarfile.TarFile):
+    tarinfo = _Header
+    header_bytes = 0  # PAX / GNU headers read in front of the member being read, globals included
+    global_bytes = 0  # PAX global headers read so far
+
+
 def _read_tar(path: Path, name: FlowName, limits: Limits) -> Iterator[Piece]:
-    seq = 0
+    seq = entries = directories = 0
     total = 0
     try:
-        with gzip.open(path, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
-            for member in archive:
-                if member.isdir():
-                    continue
-                if not member.isreg():
-                    raise FlowRejected("IRR_EXTRAC", "membre non régulier (lien, périphérique)", value=member.name)
-                if _escapes(member.name):
-                    raise FlowRejected("IRR_EXTRAC", "nom de membre absolu ou avec ..", value=member.name)
-                if not member.name.lower().endswith(".xml"):
-                    raise FlowRejected("IRR_TYPE", "membre d'archive autre que .xml", value=member.name)
-                if member.size > limits.max_file_bytes:
-                    raise FlowRejected("IRR_TAILLE", f"membre de plus de {limits.max_file_bytes} octets", value=member.name)
-                total += member.size
-                if total > limits.max_flow_bytes:
-                    raise FlowRejected("IRR_TAILLE", "archive décompressée au-delà de la limite")
-                fh = archive.extractfile(member)
-                data = fh.read() if fh else b""
-                if not data:
-                    raise FlowRejected("IRR_VIDE", "fichier vide dans l'archive", value=member.name)
-                element = parse_document(data, member.name)
-                _check_root(element, name, member.name)
-                seq += 1
-                yield Piece(seq=seq, element=element, raw=data, member=member.name)
+        with gzip.open(path, "rb") as raw:
+            stream = _Counted(raw, limits)
+            with _Archive.open(fileobj=stream, mode="r|") as archive:
+                while (member := archive.next()) is not None:
+                    archive.header_bytes = archive.global_bytes
+                    archive.members.clear()  # tarfile keeps every header it read, even streaming
+                    entries += 1
+                    directories += member.isdir()
+                    checks.check_entry_count(entries, directories, limits)
+                    if member.isdir():
+                        continue
+                    checks.check_member(member, limits)
+                    total += member.size
+                    checks.check_decompressed(total, limits)
+                    fh = archive.extractfile(member)
+                    data = fh.read() if fh else b""
+                    checks.check_member_data(data, member.name)
+                    element = parse_document(data, member.name, limits.max_invoice_elements)
+                    checks.check_root(element, name, member.name)
+                    seq += 1
+                    yield Piece(seq=seq, element=element, raw=data, member=member.name)
             while stream.read(1 << 16):  # to the gzip trailer: CRC and length checked there
-                if stream.tell() > limits.max_flow_bytes:
-                    raise FlowRejected("IRR_TAILLE", "archive décompressée au-delà de la limite")
+                pass
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise FlowRejected("IRR_EXTRAC", str(exc)[:200]) from None
-    if seq == 0:
-        raise FlowRejected("IRR_VIDE", "archive sans facture")
+        raise checks.unreadable_archive(exc) from None
+    checks.check_archive_found(seq)
 
 
-def _escapes(member_name: str) -> bool:
-    """A member name that would land outside an extraction folder (never extracted here, but
-    such an archive is hostile, and its names end up in reports and logs)."""
-    name = member_name.replace("\\", "/")
-    return name.startswith("/") or re.match(r"^[A-Za-z]:", name) is not None or ".." in name.split("/")
-
-
-def _read_cpp(path: Path, name: FlowName, envelope: Envelope) -> Iterator[Piece]:
+def _read_cpp(path: Path, name: FlowName, limits: Limits) -> Iterator[Piece]:
+    """The envelope, then each invoice, from `start` events only (half the events of start and
+    end; an invoice is complete when the next one starts, or when the flow ends). Every element
+    is counted against `max_invoice_elements` for its invoice or envelope, and the shape under
+    CPPFactureMixte and CPPFactures is checked at each of their children and every
+    `_SHAPE_EVERY` elements, so padding outside the invoices is refused before much is kept."""
+    checks.check_file_size(path.stat().st_size, limits)
     with open(path, "rb") as fh:
         head = fh.read(_SNIFF_BYTES)
-    root = sniff(head, path.name)
-    if root != "CPPFactureMixte":
-        raise FlowRejected("IRR_TYPE", f"racine {root or '?'} dans un flux FSO1110A", value=root)
-    seq = 0
-    seen_envelope = False
-    context = etree.iterparse(
-        str(path), events=("start", "end"), tag=("CPPFactureMixte", "Enveloppe", "CPPFactures", UNIT),
-        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=True,
-    )
+    checks.check_cpp_root(checks.check_prolog(head, path.name))
+    envelope = Envelope()
+    root = envelope_element = invoices = invoice = None
+    seq = elements = 0
+    context = etree.iterparse(str(path), events=("start",), remove_comments=True, remove_pis=True, **_PARSE)
     try:
-        for event, element in context:
+        for _, element in context:
+            elements += 1
+            if elements > limits.max_invoice_elements:
+                raise checks.too_many_elements(limits.max_invoice_elements, path.name)
             tag = element.tag
-            if event == "start":
-                if tag == "CPPFactures":
-                    if not seen_envelope:
-                        raise FlowRejected("IRR_SYNTAX", "CPPFactures avant l'enveloppe")
-                    declared = element.get("Compteur")
-                    envelope.declared = int(declared) if declared and declared.isdigit() else None
+            if root is None:
+                checks.check_cpp_root(tag)
+                root = element
                 continue
-            if tag == "Enveloppe":
-                _check_envelope(element, envelope, name)
-                seen_envelope = True
-                element.clear()
-            elif tag == UNIT:
-                parent = element.getparent()
-                if parent is None or parent.tag != "CPPFactures":
-                    raise FlowRejected("IRR_SYNTAX", "facture hors de CPPFactures")
-                refuse_xinclude(element, path.name)
-                seq += 1
-                raw = etree.tostring(element, encoding="UTF-8", xml_declaration=True)
-                yield Piece(seq=seq, element=element, raw=raw)
-                element.clear()
-                while element.getprevious() is not None:
-                    del parent[0]
+            if tag not in _CPP_SHAPE or (tag != CPP_INVOICE and element.getparent() is not root):
+                if elements % _SHAPE_EVERY == 0:
+                    checks.check_cpp_shape(root, invoices)
+                continue
+            elements = 0
+            if tag == CPP_INVOICE:
+                checks.check_invoice_parent(element, invoices)
+                checks.check_cpp_shape(root, invoices)
+                if invoice is not None:
+                    seq += 1
+                    yield _piece(invoice, seq, path.name)
+                    _free(invoice)
+                invoice = element
+                continue
+            if tag == CPP_ENVELOPE:
+                envelope_element = element
+            else:
+                invoices = element
+                declared = element.get("Compteur")
+                envelope.declared = int(declared) if declared and declared.isdigit() else None
+            checks.check_cpp_shape(root, invoices)
+            if invoices is not None and envelope_element is not None:
+                checks.check_envelope(envelope_element, envelope, name)
+                envelope_element.clear()
     except etree.XMLSyntaxError as exc:
-        raise _syntax_error(exc, path.name) from None
-    if not seen_envelope:
-        raise FlowRejected("IRR_SYNTAX", "enveloppe absente", location="CPPFactureMixte/Enveloppe")
-    if seq == 0:
-        raise FlowRejected("IRR_VIDE", "aucune facture dans CPPFactures")
-    if envelope.declared is None:
-        raise FlowRejected("IRR_SYNTAX", "attribut Compteur absent ou non numérique", location="CPPFactures/@Compteur")
-    if envelope.declared != seq:
-        raise FlowRejected(
-            "IRR_SYNTAX", f"Compteur déclaré {envelope.declared}, {seq} factures trouvées",
-            location="CPPFactures/@Compteur", value=str(envelope.declared),
-        )
+        raise checks.syntax_error(exc, path.name) from None
+    checks.check_cpp_shape(root, invoices)
+    if envelope_element is not None and invoices is None:
+        checks.check_envelope(envelope_element, envelope, name)
+    if invoice is not None:
+        seq += 1
+        yield _piece(invoice, seq, path.name)
+    checks.check_cpp_end(envelope, envelope_element is not None, seq)
 
 
-def _check_envelope(element: etree._Element, envelope: Envelope, name: FlowName) -> None:
-    findings = xsd.validate(element, "CPP")
-    if findings:
-        first = findings[0]
-        raise FlowRejected("IRR_SYNTAX", f"enveloppe invalide — {first.message}", location=first.location)
-    for param in element.iterfind("EnveloppeUnitaire/Parametres/ParametreIndiv"):
-        envelope.params[param.findtext("Code", "").strip()] = param.findtext("Valeurparametre", "").strip()
-    envelope.sender = element.findtext("EnveloppeUnitaire/Partenaires/Emetteur/Id", "").strip()
-    envelope.receiver = element.findtext("EnveloppeUnitaire/Partenaires/Recepteur/Id", "").strip()
-    if "IdFlx" not in envelope.params or "DtPrd" not in envelope.params:
-        raise FlowRejected("IRR_SYNTAX", "paramètres DtPrd et IdFlx obligatoires", location="Enveloppe/Parametres")
-    if envelope.sender and envelope.sender != name.app:
-        raise FlowRejected(
-            "IRR_CODE_APP", "émetteur de l'enveloppe différent du nom du fichier",
-            location="Enveloppe/EnveloppeUnitaire/Partenaires/Emetteur/Id", value=envelope.sender,
-        )
+_CPP_SHAPE = frozenset((CPP_ENVELOPE, CPP_INVOICES, CPP_INVOICE))
+_SHAPE_EVERY = 1024
+
+
+def _piece(invoice: etree._Element, seq: int, where: str) -> Piece:
+    checks.check_no_xinclude(invoice, where)
+    return Piece(seq=seq, element=invoice, raw=etree.tostring(invoice, encoding="UTF-8", xml_declaration=True))
+
+
+def _free(invoice: etree._Element) -> None:
+    """Once the consumer is done with an invoice: its content, then its place in CPPFactures."""
+    invoice.clear()
+    parent = invoice.getparent()
+    while len(parent) and parent[0] is not invoice:
+        del parent[0]
+    del parent[0]

@@ -34,6 +34,7 @@ from datetime import date
 
 from lxml import etree
 
+from edi.interfaces import SYNTAXES
 from edi.invoice import InvoiceData, extract
 from edi.validate import rules as rules_mod
 from edi.validate import schematron, xsd
@@ -94,9 +95,7 @@ def _check_chunk(chunk: list[bytes], settings: Settings, today: date) -> list[Ch
 def _warm(syntax: str, settings: Settings) -> int:
     """In a worker: compile what checking `syntax` needs, before the first chunk arrives (the
     credit-note schema, rarer, is left to its first use)."""
-    kind = {"UBL": "UBL-Invoice", "CII": "CII"}.get(syntax)
-    if kind:
-        xsd.schema_for(kind)
+    xsd.schema_for(SYNTAXES[syntax].xsd_kind)
     if settings.schematron and syntax in ("UBL", "CII"):
         for rules in schematron.for_syntax(syntax, settings.french):
             rules.compile()

@@ -53,6 +53,7 @@ from typing import Any
 from lxml import etree
 
 from edi.finding import FATAL, WARNING, Finding
+from edi.interfaces import SYNTAXES
 from edi.validate.xsd import official_dir
 
 SVRL_NS = "http://purl.oclc.org/dsdl/svrl"
@@ -256,7 +257,6 @@ def _finding(hit: etree._Element, invoice_number: str) -> Finding:
     )
 
 
-_BY_SYNTAX = {"UBL": ("EN16931-UBL", "BR-FR-UBL"), "CII": ("EN16931-CII", "BR-FR-CII")}
 _instances: dict[str, Schematron] = {}
 
 
@@ -265,10 +265,9 @@ def for_syntax(syntax: str, french: bool = False) -> list[Schematron]:
 
     Returns the same Schematron objects on every call.
     """
-    try:
-        names = _BY_SYNTAX[syntax]
-    except KeyError:
-        raise ValueError(f"unknown syntax {syntax!r}; expected UBL or CII") from None
+    names = SYNTAXES[syntax].rule_sets if syntax in SYNTAXES else ()
+    if not names:
+        raise ValueError(f"no rule sets for syntax {syntax!r}; expected UBL or CII")
     names = names if french else names[:1]
     for n in names:
         if n not in _instances:

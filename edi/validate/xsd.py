@@ -38,6 +38,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from edi import interfaces
 from edi.finding import FATAL, Finding
 
 #: Project-owned XSDs: <repo>/schemas (edi/validate/xsd.py -> parents[2] is the repo root).
@@ -49,18 +50,14 @@ MAX_FINDINGS = 20
 REASON = "REJ_SEMAN"
 CODE = "XSD"
 
-UBL_INVOICE_NS = "urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"
-UBL_CREDITNOTE_NS = "urn:oasis:names:specification:ubl:schema:xsd:CreditNote-2"
-CII_NS = "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100"
-
 #: Root tag (Clark notation) -> kind. CPPFactureMixte (whole flow) validates with "CPP" too.
 ROOT_KINDS: dict[str, str] = {
-    f"{{{UBL_INVOICE_NS}}}Invoice": "UBL-Invoice",
-    f"{{{UBL_CREDITNOTE_NS}}}CreditNote": "UBL-CreditNote",
-    f"{{{CII_NS}}}CrossIndustryInvoice": "CII",
-    "CPPFactureMixteUnitaire": "CPP",
-    "Enveloppe": "CPP",
-    "CPPFactureMixte": "CPP",
+    interfaces.UBL_INVOICE: "UBL-Invoice",
+    interfaces.UBL_CREDITNOTE: "UBL-CreditNote",
+    interfaces.CII: "CII",
+    interfaces.CPP_INVOICE: "CPP",
+    interfaces.CPP_ENVELOPE: "CPP",
+    interfaces.CPP_FLOW: "CPP",
     "CPPStatut": "CPPStatut",
 }
 
@@ -77,15 +74,15 @@ KINDS: tuple[str, ...] = tuple(_SCHEMA_FILES)
 
 # Namespace -> prefix used to shorten names in messages ({urn:...}IssueDate -> cbc:IssueDate).
 _PREFIXES = {
-    "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2": "cbc:",
-    "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2": "cac:",
-    "urn:oasis:names:specification:ubl:schema:xsd:CommonExtensionComponents-2": "ext:",
-    UBL_INVOICE_NS: "",
-    UBL_CREDITNOTE_NS: "",
-    CII_NS: "rsm:",
-    "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100": "ram:",
-    "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:100": "udt:",
-    "urn:un:unece:uncefact:data:standard:QualifiedDataType:100": "qdt:",
+    interfaces.UBL_CBC_NS: "cbc:",
+    interfaces.UBL_CAC_NS: "cac:",
+    interfaces.UBL_EXT_NS: "ext:",
+    interfaces.UBL_INVOICE_NS: "",
+    interfaces.UBL_CREDITNOTE_NS: "",
+    interfaces.CII_NS: "rsm:",
+    interfaces.CII_RAM_NS: "ram:",
+    interfaces.CII_UDT_NS: "udt:",
+    interfaces.CII_QDT_NS: "qdt:",
 }
 
 
