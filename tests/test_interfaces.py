@@ -1,5 +1,6 @@
 """The interface table is the one source of what an interface and a syntax are, and it sits in
-the lower layer: every stage reads it, it reads no stage."""
+the lower layer: every stage reads it, it reads no stage (the import direction itself is
+tests/test_layers.py)."""
 
 from __future__ import annotations
 
@@ -15,36 +16,6 @@ from edi.validate import flowchecks, schematron, xsd
 from edi.validate.flowchecks import FlowRejected
 
 EDI = Path(interfaces.__file__).parent
-STAGES = ("ingest", "validate", "route", "reports")
-# what each stage may import besides the lower layer (design: ingest -> validate -> route -> reports)
-ALLOWED = {"ingest": STAGES, "validate": STAGES[1:], "route": STAGES[2:], "reports": STAGES[3:]}
-LOWER = ["config.py", "db", "log.py", "spool.py", "finding.py", "interfaces.py"]
-
-
-def _imported_stages(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "edi" and len(parts) > 1 and parts[1] in STAGES:
-                found.add(parts[1])
-    return found
-
-
-@pytest.mark.parametrize("entry", LOWER)
-def test_lower_layer_imports_no_stage(entry):
-    files = sorted((EDI / entry).rglob("*.py")) if (EDI / entry).is_dir() else [EDI / entry]
-    assert {str(f.relative_to(EDI)): _imported_stages(f) for f in files if _imported_stages(f)} == {}
-
-
-@pytest.mark.parametrize("stage", STAGES)
-def test_stages_import_one_way(stage):
-    wrong = {str(f.relative_to(EDI)): sorted(_imported_stages(f) - set(ALLOWED[stage]) - {stage})
-             for f in sorted((EDI / stage).rglob("*.py"))}
-    assert {k: v for k, v in wrong.items() if v} == {}
 
 
 def test_every_interface_is_known_by_every_stage():
