@@ -289,10 +289,12 @@ def invoices_show(ctx: typer.Context, deposit_no: str, as_json: bool = typer.Opt
 
 
 def _register_sub_apps() -> None:
-    """Sub-apps owned by their own modules (partners, reports, rules)."""
-    from edi import cli_partners, cli_reports, cli_rules
+    """Sub-apps owned by their own modules (partners, reports, rules, users and web)."""
+    from edi import cli_partners, cli_reports, cli_rules, cli_users
 
     app.add_typer(cli_partners.app, name="partners")
+    app.add_typer(cli_users.app, name="users")
+    app.command("web")(cli_users.web)
     app.add_typer(cli_reports.app, name="reports")
     app.add_typer(cli_rules.app, name="rules")
 

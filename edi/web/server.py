@@ -1,0 +1,78 @@
+"""Running the console: `[web]` settings, `edi web` in the foreground, or a thread of `edi serve`.
+
+`[web]` keys (all optional): `host` (127.0.0.1), `port` (8080), `secret` (cookie signing key;
+default: a random key kept in `<spool>/web-secret.key`), `cookie_secure` (true: cookies only over
+HTTPS — set false only to use the console over plain HTTP on another host than localhost),
+`session_hours` (8).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import uvicorn
+
+from edi.config import Config
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    secret: str = ""
+    cookie_secure: bool = True
+    session_hours: float = 8.0
+
+
+def web_settings(cfg: Config) -> WebSettings:
+    """The only reader of the `[web]` section."""
+    section = cfg.data.get("web", {}) or {}
+    default = WebSettings()
+    return WebSettings(
+        host=str(section.get("host", default.host)),
+        port=int(section.get("port", default.port)),
+        secret=str(section.get("secret", default.secret)),
+        cookie_secure=bool(section.get("cookie_secure", default.cookie_secure)),
+        session_hours=float(section.get("session_hours", default.session_hours)),
+    )
+
+
+def _server(cfg: Config, port: int | None = None, **app_options) -> uvicorn.Server:
+    from edi.web.app import create_app
+
+    settings = web_settings(cfg)
+    config = uvicorn.Config(create_app(cfg, **app_options), host=settings.host,
+                            port=settings.port if port is None else port, log_config=None, access_log=False)
+    return uvicorn.Server(config)
+
+
+def run(cfg: Config) -> None:
+    """`edi web`: serve until SIGINT/SIGTERM."""
+    _server(cfg).run()
+
+
+class WebThread:
+    """The console in a thread of another service (`edi serve`): `start()`, then `stop()`."""
+
+    def __init__(self, cfg: Config, *, port: int | None = None, checks=None, on_deposit=None):
+        self.server = _server(cfg, port, checks=checks, on_deposit=on_deposit)
+        self._thread = threading.Thread(target=self.server.run, name="edi-web", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> WebThread:
+        self._thread.start()
+        for _ in range(int(timeout * 20)):
+            if self.server.started or not self._thread.is_alive():
+                break
+            self._thread.join(0.05)
+        if not self.server.started:
+            raise RuntimeError("la console web n'a pas démarré (port déjà utilisé ?)")
+        return self
+
+    @property
+    def port(self) -> int:
+        return self.server.servers[0].sockets[0].getsockname()[1]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout)
