@@ -272,7 +272,7 @@ def dashboard(url: str, scope: Scope, days: int = 14, now: datetime | None = Non
                                   .where(*([ReportPush.app == scope.app] if scope.app else []))
                                   .order_by(ReportPush.id.desc()).limit(10)).all()]
     return dict(
-        invoices_by_status=[dict(status=k, label=LIFECYCLE_LABELS.get(k, "rejetée (non déposée)" if not k else ""),
+        invoices_by_status=[dict(status=k, label=LIFECYCLE_LABELS.get(k, "Rejetée (non déposée)" if not k else ""),
                                  count=v) for k, v in sorted(by_status.items())],
         flows_by_state=[dict(state=k, label=FLOW_STATE_LABELS.get(k, k), count=by_state[k])
                         for k in FLOW_STATES if k in by_state],
