@@ -356,6 +356,7 @@ def test_upload_goes_through_the_same_intake(tmp_path):
         return response.status_code, response.json().get("code")
 
     assert refused(flow.path.name, data) == (409, "IRR_UNCITE")
+    assert refused(f"FSO1100A_{DEMO}_{flow.flow_id}.tar.gz", data) == (409, "IRR_UNCITE")  # any interface
     assert refused("facture.xml", data) == (400, "IRR_NOM_F")
     assert refused("../" + flow.path.name, data) == (400, "IRR_NOM_F")
     assert refused(flow_name(app=DEMO, ext="zip"), data) == (400, "IRR_TYPE")
@@ -445,3 +446,53 @@ def test_searches_and_scope_on_each_database(tmp_path, db_url):
     assert console.login(client, "ops").status_code == 303
     page = client.get("/")
     assert page.status_code == 200 and "Flux reçus par jour" in page.text
+
+
+def test_login_returns_to_the_asked_page_but_never_leaves_the_site(console):
+    client = console.client()
+    for asked, expected in (("/factures?status=03", "/factures?status=03"), ("//ailleurs.example", "/"),
+                            ("/\\ailleurs.example", "/"), ("https://ailleurs.example/", "/")):
+        form = client.get("/connexion", params={"suite": asked})
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+        suite = re.search(r'name="suite" value="([^"]*)"', form.text).group(1)
+        done = client.post("/connexion", data={"login": "ops", "password": PASSWORD, "csrf": csrf,
+                                               "suite": asked if asked != expected else suite},
+                           follow_redirects=False)
+        assert done.status_code == 303 and done.headers["location"] == expected, asked
+        client.cookies.clear()
+
+
+def test_edi_web_serves_until_sigterm(tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.helpers import make_platform
+
+    platform = make_platform(tmp_path, directory=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with platform.config_path.open("a") as fh:
+        fh.write(f"[web]\nport = {port}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "edi.cli", "--config", str(platform.config_path), "web"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=os.getcwd())
+    try:
+        deadline, answer = time.monotonic() + 60, None
+        while time.monotonic() < deadline and answer is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    answer = (response.status, json.loads(response.read()))
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                time.sleep(0.2)
+        assert answer == (200, {"status": "ok", "checks": {"database": "ok", "spool": "ok"}})
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert f"http://127.0.0.1:{port}/" in err.decode()

@@ -56,7 +56,8 @@ def _links(request: Request, found: search.Page) -> dict:
 
 
 def _safe_target(target: str) -> str:
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    """Only a path of this site after login (never `//host` or `/\\host`, which leave it)."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
 
 
 # ------------------------------------------------------------------ login

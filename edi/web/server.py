@@ -8,6 +8,7 @@ HTTPS — set false only to use the console over plain HTTP on another host than
 
 from __future__ import annotations
 
+import signal
 import threading
 from dataclasses import dataclass
 
@@ -47,11 +48,6 @@ def _server(cfg: Config, port: int | None = None, **app_options) -> uvicorn.Serv
     return uvicorn.Server(config)
 
 
-def run(cfg: Config) -> None:
-    """`edi web`: serve until SIGINT/SIGTERM."""
-    _server(cfg).run()
-
-
 class WebThread:
     """The console in a thread of another service (`edi serve`): `start()`, then `stop()`."""
 
@@ -76,3 +72,19 @@ class WebThread:
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
         self._thread.join(timeout)
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+
+def run(cfg: Config) -> None:
+    """`edi web`: serve until SIGINT/SIGTERM, then stop cleanly (exit status 0)."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server = WebThread(cfg).start()
+    try:
+        while not stop.wait(0.5) and server.alive():
+            pass
+    finally:
+        server.stop()

@@ -21,7 +21,7 @@ from edi import db, log
 from edi.db.models import Flow, Partner
 from edi.ingest import intake
 from edi.spool import Spool
-from edi.validate.flowchecks import MESSAGES, FlowRejected, check_sender, parse_name
+from edi.validate.flowchecks import INTERFACES, MESSAGES, FlowRejected, check_sender, parse_name
 from edi.web.users import User
 
 LOG = log.get("edi.web.upload")
@@ -63,12 +63,12 @@ def deposit(cfg, user: User, filename: str, chunks: Iterable[bytes]) -> Flow:
 
 
 def _already_received(url: str, app: str, flow_ref: str) -> bool:
-    """The FLOWID was received from this sender: processed (its key) or still waiting (its name)."""
-    stem = f"_{app}_{flow_ref}"
+    """The FLOWID was received from this sender: processed (its key) or still waiting (its name,
+    under any interface or extension: a FLOWID is unique per sender)."""
+    names = [f"{interface}_{app}_{flow_ref}.{ext}" for interface in INTERFACES for ext in ("xml", "tar.gz")]
     with db.session(url) as s:
         return s.execute(select(Flow.id).where(or_(
-            Flow.flow_key == f"{app}/{flow_ref}",
-            (Flow.app == app) & Flow.filename.like(f"%{stem}.%")))).first() is not None
+            Flow.flow_key == f"{app}/{flow_ref}", (Flow.app == app) & Flow.filename.in_(names)))).first() is not None
 
 
 def _write(path, chunks: Iterable[bytes], limit: int) -> int:
