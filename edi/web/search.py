@@ -156,12 +156,18 @@ def _amount_ttc():
     return case((Invoice.accepted, cast(func.nullif(Invoice.total_ttc, ""), Numeric(18, 2))), else_=None)
 
 
-def _invoices_query(scope: Scope, f: InvoiceFilter):
-    query = select(Invoice, Flow.app, Flow.flow_ref, Flow.received_at).join(Flow, Flow.id == Invoice.flow_id)
+def _invoices_in_scope(query, scope: Scope, joined: bool = False):
+    """Restrict an invoice query to the scope; joins the flows only when the scope needs them."""
     if scope.app:
-        query = query.where(Flow.app == scope.app)
+        query = (query if joined else query.join(Flow, Flow.id == Invoice.flow_id)).where(Flow.app == scope.app)
     if scope.sirets is not None:
         query = query.where(Invoice.accepted, Invoice.recipient_siret.in_(scope.sirets or ("",)))
+    return query
+
+
+def _invoices_query(scope: Scope, f: InvoiceFilter):
+    query = select(Invoice, Flow.app, Flow.flow_ref, Flow.received_at).join(Flow, Flow.id == Invoice.flow_id)
+    query = _invoices_in_scope(query, scope, joined=True)
     for column, value in ((Invoice.number, f.number), (Invoice.supplier_id, f.supplier),
                           (Invoice.recipient_siret, f.recipient), (Invoice.code_service, f.code_service),
                           (Invoice.status, f.status), (Invoice.deposit_no, f.deposit_no)):
@@ -251,17 +257,17 @@ def dashboard(url: str, scope: Scope, days: int = 14, now: datetime | None = Non
     now = now or datetime.now(timezone.utc)
     first_day = (now - timedelta(days=days - 1)).date()
     flows = _flows_query(scope, FlowFilter())
-    invoices = _invoices_query(scope, InvoiceFilter())
     with db.session(url) as s:
-        by_status = _grouped(s, Invoice.status, invoices)
+        by_status = dict(s.execute(_invoices_in_scope(select(Invoice.status, func.count()), scope)
+                                   .group_by(Invoice.status)).all())
         by_state = _grouped(s, Flow.state, flows)
         day = func.date(Flow.received_at)
         per_day = {str(k): v for k, v in _grouped(s, day, flows.where(Flow.received_at >= _start(first_day))).items()}
-        in_scope = ([Flow.app == scope.app] if scope.app else []) + ([] if scope.sees_flows else [false()])
-        rules = s.execute(
-            select(Finding.code, Finding.reason, func.count()).join(Flow, Flow.id == Finding.flow_id)
-            .where(Finding.severity == FATAL, *in_scope)
-            .group_by(Finding.code, Finding.reason).order_by(func.count().desc()).limit(10)).all()
+        rules = select(Finding.code, Finding.reason, func.count()).where(Finding.severity == FATAL)
+        if scope.app:
+            rules = rules.join(Flow, Flow.id == Finding.flow_id).where(Flow.app == scope.app)
+        rules = [] if not scope.sees_flows else s.execute(
+            rules.group_by(Finding.code, Finding.reason).order_by(func.count().desc()).limit(10)).all()
         held = [flow_row(f) for (f,) in s.execute(flows.where(Flow.state == ON_HOLD).limit(20)).all()]
         queue = s.execute(flows.with_only_columns(func.count()).order_by(None)
                           .where(Flow.state.in_((RECEIVED, IN_PROGRESS)))).scalar_one()
