@@ -276,16 +276,32 @@ def test_recipient_without_sirets_sees_nothing(console):
         entry["sirets"] = saved
 
 
-def test_openapi_documents_the_api(console):
+def test_openapi_documents_the_api(console, ops):
     client = console.client()
-    assert client.get("/api/docs").status_code == 200
-    paths = client.get("/api/openapi.json").json()["paths"]
+    assert client.get("/api/docs", follow_redirects=False).status_code == 303  # a page: login first
+    assert client.get("/api/openapi.json").status_code == 401
+    docs = ops.get("/api/docs")
+    assert docs.status_code == 200
+    for line in ("GET /api/v1/flows", "POST /api/v1/flows", "GET /api/v1/flows/{ref}", "GET /api/v1/invoices",
+                 "GET /api/v1/invoices/{deposit_no}", "<code>amount_min</code>", "<code>413</code>"):
+        assert line in docs.text, line
+    assert "cdn" not in docs.text.lower()  # served whole from here
+    paths = client.get("/api/openapi.json", headers=console.token("demo")).json()["paths"]
     assert set(paths) == {"/api/v1/flows", "/api/v1/flows/{ref}", "/api/v1/invoices",
                           "/api/v1/invoices/{deposit_no}"}
     assert "post" in paths["/api/v1/flows"]
 
 
 # ------------------------------------------------------------------ pages
+
+
+def test_security_headers_and_unknown_pages(console, ops):
+    page = ops.get("/")
+    assert "script-src 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY" and page.headers["x-content-type-options"] == "nosniff"
+    missing = ops.get("/nulle-part")
+    assert missing.status_code == 404 and "Page introuvable" in missing.text
+    assert console.client().get("/api/v1/nulle-part").json() == {"detail": "Not Found"}
 
 
 def test_pages_as_ops(console, ops):

@@ -18,7 +18,8 @@ from edi.web import search, upload
 from edi.web.auth import api_user
 from edi.web.users import User
 
-router = APIRouter(prefix="/api/v1", tags=["v1"])
+router = APIRouter(prefix="/api/v1", tags=["v1"], responses={
+    401: {"description": "Jeton absent ou invalide"}, 404: {"description": "Introuvable, ou hors de votre périmètre"}})
 CurrentUser = Annotated[User, Depends(api_user)]
 _CHUNK = 1 << 20
 
@@ -35,7 +36,8 @@ def _page_json(found: search.Page, size: int) -> dict:
 def flows(request: Request, user: CurrentUser, partner: str = "", state: str = "", since: str = "",
           until: str = "", flowid: str = "", page: int = Query(1, ge=1),
           size: int = Query(search.PAGE_SIZE, ge=1, le=500)):
-    """Filters: `partner` (APP), `state`, `since`/`until` (AAAA-MM-JJ, reception date), `flowid`."""
+    """Filtres : `partner` (code application), `state` (état), `since`/`until` (date de réception,
+    AAAA-MM-JJ), `flowid` ; pages de `size` flux, `has_next` dit s'il y en a d'autres."""
     scope = _scope(request, user)
     if not scope.sees_flows:
         raise HTTPException(403, "Les flux ne sont pas visibles pour un destinataire")
@@ -52,8 +54,12 @@ def flow(request: Request, user: CurrentUser, ref: str):
     return detail
 
 
-@router.post("/flows", status_code=201, summary="Déposer un flux (le nom du fichier est le nom du flux)")
+@router.post("/flows", status_code=201, summary="Déposer un flux (le nom du fichier est le nom du flux)", responses={
+    400: {"description": "IRR_NOM_F, IRR_TYPE, IRR_CODE_INTER, IRR_VIDE"}, 403: {"description": "IRR_CODE_APP"},
+    409: {"description": "IRR_UNCITE"}, 413: {"description": "IRR_TAILLE"}})
 async def deposit(request: Request, user: CurrentUser, file: UploadFile):
+    """Répond 201 avec l'identifiant du flux dès qu'il est archivé et enregistré ; le service le
+    traite ensuite et ses comptes rendus arrivent dans `out/` comme pour un dépôt SFTP."""
     if user.role == "recipient":
         raise HTTPException(403, "Un destinataire ne dépose pas de flux de factures")
     web = request.app.state.web
@@ -77,8 +83,9 @@ def invoices(request: Request, user: CurrentUser, number: str = "", supplier: st
              code_service: str = "", status: str = "", deposit_no: str = "", since: str = "", until: str = "",
              amount_min: str = "", amount_max: str = "", page: int = Query(1, ge=1),
              size: int = Query(search.PAGE_SIZE, ge=1, le=500)):
-    """Filters: `number`, `supplier` (SIRET), `recipient` (SIRET), `code_service`, `status`,
-    `deposit_no`, `since`/`until` (deposit date, AAAA-MM-JJ), `amount_min`/`amount_max` (TTC)."""
+    """Filtres : `number`, `supplier` (SIRET fournisseur), `recipient` (SIRET destinataire),
+    `code_service`, `status`, `deposit_no`, `since`/`until` (date de dépôt, AAAA-MM-JJ),
+    `amount_min`/`amount_max` (montant TTC)."""
     f = search.InvoiceFilter(number, supplier, recipient, code_service, status, deposit_no, since, until,
                              amount_min, amount_max)
     found = search.search_invoices(request.app.state.web.url, _scope(request, user), f, page, size)

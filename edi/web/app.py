@@ -10,10 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import HTTPException
+from fastapi import Depends, FastAPI, Request
+from starlette.exceptions import HTTPException
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -25,11 +26,19 @@ from edi.config import Config
 from edi.db.models import Invoice
 from edi.reports.statut import LIFECYCLE_LABELS
 from edi.web import monitoring
-from edi.web.auth import AddressThrottle, LoginRequired, Sessions, load_secret
+from edi.web.auth import AddressThrottle, LoginRequired, Sessions, api_user, load_secret, page_user
+from edi.web.users import User
 from edi.web.search import FLOW_STATE_LABELS, FilterError
 from edi.web.server import web_settings
 
 HERE = Path(__file__).parent
+# No script, no frame, no resource from elsewhere: the pages need none of them.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'none'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
 
 
 @dataclass
@@ -78,7 +87,7 @@ def create_app(cfg: Config, *, checks: dict[str, Callable[[], str]] | None = Non
     sessions = Sessions(load_secret(settings.secret, cfg.spool_root), int(settings.session_hours * 3600),
                         settings.cookie_secure)
     app = FastAPI(title="edi — API", version="1", description="Flux et factures de la plateforme edi.",
-                  docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.web = Web(cfg, sessions, templates, AddressThrottle(), on_deposit)
     registry = monitoring.registry(cfg)
 
@@ -91,6 +100,22 @@ def create_app(cfg: Config, *, checks: dict[str, Callable[[], str]] | None = Non
     @app.get("/metrics", include_in_schema=False)
     def metrics():
         return Response(monitoring.metrics_text(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.middleware("http")
+    async def _security_headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def openapi(_user: Annotated[User, Depends(api_user)]):
+        return app.openapi()
+
+    @app.get("/api/docs", include_in_schema=False)
+    def api_docs(request: Request, user: Annotated[User, Depends(page_user)]):
+        """The API's documentation, rendered here from its OpenAPI description (no CDN needed)."""
+        return templates.TemplateResponse(request, "api.html", {"api": app.openapi(), "user": user,
+                                                                 "csrf": request.state.csrf})
 
     @app.exception_handler(LoginRequired)
     def _to_login(request: Request, _exc):

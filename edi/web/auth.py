@@ -134,7 +134,7 @@ def page_user(request: Request) -> User:
     found = session_user(request)
     if found is None:
         raise LoginRequired()
-    request.state.csrf = found[1]
+    request.state.user, request.state.csrf = found
     return found[0]
 
 

@@ -34,7 +34,6 @@ def _render(request: Request, template: str, context: dict, status_code: int = 2
 
 
 def _scope(request: Request, user: User) -> search.Scope:
-    request.state.user = user
     return search.scope_of(request.app.state.web.cfg, user)
 
 
