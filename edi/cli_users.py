@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edi import config as config_mod
@@ -32,7 +33,8 @@ def _url(ctx: typer.Context) -> str:
 
 
 def _fail(message: str, hint: str = "") -> None:
-    err.print(f"[red]Erreur :[/red] {message}" + (f"\n[yellow]→[/yellow] {hint}" if hint else ""), highlight=False)
+    err.print(f"[red]Erreur :[/red] {escape(message)}" + (f"\n[yellow]→[/yellow] {escape(hint)}" if hint else ""),
+              highlight=False)
     raise typer.Exit(2)
 
 
@@ -95,4 +97,7 @@ def web(ctx: typer.Context):
     cfg = config_mod.of_context(ctx)
     settings = web_settings(cfg)
     err.print(f"Console : http://{settings.host}:{settings.port}/  (API : /api/docs)", highlight=False)
-    run(cfg)
+    try:
+        run(cfg)
+    except RuntimeError as exc:
+        _fail(f"{exc} — {settings.host}:{settings.port}", "libérez ce port ou choisissez-en un autre : [web] port")

@@ -512,3 +512,19 @@ def test_edi_web_serves_until_sigterm(tmp_path):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()
     assert f"http://127.0.0.1:{port}/" in err.decode()
+
+
+def test_edi_web_on_a_busy_port_says_so(tmp_path):
+    import socket
+
+    from tests.helpers import make_platform
+
+    platform = make_platform(tmp_path, directory=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with platform.config_path.open("a") as fh:
+            fh.write(f"[web]\nport = {busy.getsockname()[1]}\n")
+        result = platform.cli("web")
+    assert result.exit_code == 2
+    assert "la console web n'a pas démarré" in result.output and "[web] port" in result.output
