@@ -12,6 +12,7 @@ import re
 
 import pytest
 import structlog
+from structlog.testing import capture_logs
 from sqlalchemy import select
 
 from edi import db, worker
@@ -110,9 +111,13 @@ def test_session_cookie_flags(console):
 
 def test_wrong_password_and_forged_cookie(console):
     client = console.client()
-    response = console.login(client, "demo", "pas-le-bon-mot")
+    with capture_logs() as logs:
+        response = console.login(client, "demo", "pas-le-bon-mot")
+        assert console.login(console.client(), "demo").status_code == 303
     assert response.status_code == 401
     assert "Identifiant ou mot de passe incorrect" in response.text
+    events = [(e["event"], e.get("login") or e.get("user")) for e in logs if e["event"].startswith("console_login")]
+    assert events == [("console_login_failed", "demo"), ("console_login", "demo")]
     client.cookies.set("edi_session", "eyJ1IjoxfQ.forge.signature", domain="testserver")
     assert client.get("/", follow_redirects=False).status_code == 303
 
@@ -528,3 +533,12 @@ def test_edi_web_on_a_busy_port_says_so(tmp_path):
         result = platform.cli("web")
     assert result.exit_code == 2
     assert "la console web n'a pas démarré" in result.output and "[web] port" in result.output
+
+
+def test_csv_cells_never_start_a_formula():
+    from edi.web.pages import _cell
+
+    assert _cell("=HYPERLINK(\"http://x\")") == "'=HYPERLINK(\"http://x\")"
+    assert _cell("@SUM(A1)") == "'@SUM(A1)" and _cell("+33 1 23") == "'+33 1 23"
+    assert _cell("-12.50") == "-12.50" and _cell("1250.00") == "1250.00"  # amounts stay numbers
+    assert _cell(None) == "" and _cell(3) == "3" and _cell("F-001") == "F-001"

@@ -17,13 +17,14 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from edi import queries
+from edi import log, queries
 from edi.reports.render import render_text
 from edi.web import search, upload, users
 from edi.web.auth import check_csrf, page_user
 from edi.web.users import User
 
 router = APIRouter(include_in_schema=False)
+LOG = log.get("edi.web")
 PageUser = Annotated[User, Depends(page_user)]
 
 
@@ -83,14 +84,17 @@ def login(request: Request, login: Annotated[str, Form()] = "", password: Annota
     try:
         user = users.authenticate(web.url, login.strip(), password)
     except users.Locked as exc:
+        LOG.warning("console_login_locked", login=login.strip()[:64], address=address)
         raise HTTPException(429, f"Compte verrouillé après plusieurs échecs jusqu'à "
                                  f"{exc.until:%H:%M:%S} UTC : réessayez ensuite.") from None
     if user is None:
+        LOG.warning("console_login_failed", login=login.strip()[:64], address=address)
         web.throttle.failed(address)
         response = _render(request, "login.html", {"suite": _safe_target(suite), "csrf": csrf,
                                                    "error": "Identifiant ou mot de passe incorrect."}, 401)
         web.sessions.keep_login_token(response, csrf)
         return response
+    LOG.info("console_login", user=user.login, role=user.role, address=address)
     response = RedirectResponse(_safe_target(suite), status_code=303)
     web.sessions.start(response, user)
     return response
@@ -143,6 +147,21 @@ INVOICE_COLUMNS = {"number": "Numéro", "deposit_no": "Numéro de dépôt", "sta
                    "flow_ref": "Flux"}
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value) -> str:
+    """A CSV cell a spreadsheet will not run: text from partners (a supplier's name, an invoice
+    number) that starts like a formula gets a leading quote; numbers stay numbers."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START):
+        try:
+            float(text)
+        except ValueError:
+            return "'" + text
+    return text
+
+
 def _csv(rows, columns: dict[str, str], filename: str) -> StreamingResponse:
     """`;`-separated UTF-8 with BOM, as French spreadsheet software opens it; streamed."""
     def lines():
@@ -153,7 +172,7 @@ def _csv(rows, columns: dict[str, str], filename: str) -> StreamingResponse:
         for row in rows:
             buffer.seek(0)
             buffer.truncate()
-            writer.writerow(["" if row[k] is None else row[k] for k in columns])
+            writer.writerow([_cell(row[k]) for k in columns])
             yield buffer.getvalue()
 
     return StreamingResponse(lines(), media_type="text/csv; charset=utf-8",

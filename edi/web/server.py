@@ -53,7 +53,13 @@ class WebThread:
 
     def __init__(self, cfg: Config, *, port: int | None = None, checks=None, on_deposit=None):
         self.server = _server(cfg, port, checks=checks, on_deposit=on_deposit)
-        self._thread = threading.Thread(target=self.server.run, name="edi-web", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="edi-web", daemon=True)
+
+    def _serve(self) -> None:
+        try:
+            self.server.run()
+        except SystemExit:  # uvicorn exits when it cannot bind; start() reports it
+            pass
 
     def start(self, timeout: float = 30.0) -> WebThread:
         self._thread.start()
