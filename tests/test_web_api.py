@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import re
+import shutil
 
 import pytest
 import structlog
@@ -21,8 +22,10 @@ from edi.cli import app
 from edi.ingest import intake
 from edi.queries import invoice_detail
 from edi.web import users
-from tests.helpers import DEMO, flow_name, generated
-from tests.web_helpers import CHU, OTHER, PASSWORD, make_console
+from edi.web.app import create_app
+from tests.helpers import DEMO, flow_name, generated, make_platform
+from tests.web_helpers import OTHER, PASSWORD, make_console
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 
@@ -52,18 +55,15 @@ def test_healthz_503_when_the_spool_is_not_writable_or_a_check_fails(console, tm
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["checks"]["workers"] == "en échec : aucun worker"
-    cfg = console.platform.cfg
-    blocked = tmp_path / "spool-file"
-    blocked.write_text("pas un dossier")
-    saved = cfg.data["spool"]["root"]
-    client = console.client()
-    cfg.data["spool"]["root"] = str(blocked)  # the spool is now a file: nothing can be written there
-    try:
-        response = client.get("/healthz")
-    finally:
-        cfg.data["spool"]["root"] = saved
+    platform = make_platform(tmp_path, directory=False)
+    client = TestClient(create_app(platform.cfg), base_url="https://testserver")
+    work = platform.spool.work
+    shutil.rmtree(work)
+    work.write_text("un fichier à la place du dossier : rien ne peut plus y être écrit")
+    response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["checks"]["spool"].startswith("en échec")
+    assert response.json()["checks"]["database"] == "ok"
 
 
 def test_metrics_after_real_flows(console):
@@ -272,13 +272,9 @@ def test_role_isolation_recipient(console):
 
 
 def test_recipient_without_sirets_sees_nothing(console):
-    entry = next(p for p in console.platform.cfg.data["partners"] if p["app"] == CHU)
-    saved = entry.pop("sirets")
-    try:
-        client = console.client()
-        assert client.get("/api/v1/invoices", headers=console.token("chu")).json()["items"] == []
-    finally:
-        entry["sirets"] = saved
+    users.add(console.platform.url, "sans-siret", "recipient", PASSWORD, OTHER)  # AUTRE declares no SIRET
+    client = console.client()
+    assert client.get("/api/v1/invoices", headers=console.token("sans-siret")).json()["items"] == []
 
 
 def test_openapi_documents_the_api(console, ops):
@@ -492,8 +488,6 @@ def test_edi_web_serves_until_sigterm(tmp_path):
     import time
     import urllib.request
 
-    from tests.helpers import make_platform
-
     platform = make_platform(tmp_path, directory=False)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -521,8 +515,6 @@ def test_edi_web_serves_until_sigterm(tmp_path):
 
 def test_edi_web_on_a_busy_port_says_so(tmp_path):
     import socket
-
-    from tests.helpers import make_platform
 
     platform = make_platform(tmp_path, directory=False)
     with socket.socket() as busy:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from edi import config as config_mod
 from edi import db
 from edi.db.models import Invoice
 from edi.web import users
@@ -54,9 +55,9 @@ def make_console(tmp_path, db_url: str | None = None, limits: dict | None = None
     with db.session(platform.url) as s:
         chu_siret = s.execute(select(Invoice.recipient_siret).where(Invoice.flow_id == demo_flow.id,
                                                                     Invoice.accepted)).scalars().first()
-    for entry in platform.cfg.data["partners"]:
-        if entry["app"] == CHU:
-            entry["sirets"] = [chu_siret]  # design: a recipient partner's `sirets`
+    with platform.config_path.open("a", encoding="utf-8") as fh:  # CHU's is the last [[partners]] entry
+        fh.write(f'role = "recipient"\nsirets = ["{chu_siret}"]\n')  # design: a recipient partner
+    platform.cfg = config_mod.load(platform.config_path, environ={})
     users.add(platform.url, "ops", "ops", PASSWORD)
     users.add(platform.url, "demo", "sender", PASSWORD, DEMO)
     users.add(platform.url, "autre", "sender", PASSWORD, OTHER)
