@@ -95,7 +95,7 @@ def write_config(site: Path, processes: int, schematron: bool) -> Path:
         f'[spool]\nroot = "{site / "spool"}"\n[database]\nurl = "sqlite:///{site / "edi.db"}"\n'
         '[directory]\nej_patterns = { "11000201100044" = "^14\\\\d{8}$" }\n'
         f'[validation]\nprocesses = {processes}\nschematron = {str(schematron).lower()}\n'
-        '[sftp]\nenabled = false\n[logging]\nformat = "json"\nlevel = "warning"\n'
+        '[sftp]\nenabled = false\n[web]\nenabled = false\n[logging]\nformat = "json"\nlevel = "warning"\n'
         '[[partners]]\napp = "DEMO"\ninterfaces = ["FSO1100A", "FSO1106A", "FSO1110A"]\n'
     )
     return cfg

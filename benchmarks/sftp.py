@@ -67,6 +67,7 @@ def setup(work: Path, apps: list[str], args) -> tuple[Path, int, dict[str, Path]
         f"[intake]\nsettle_seconds = 0.2\npoll_seconds = 0.2\n"
         f"[workers]\nprocesses = {args.workers}\n[validation]\nprocesses = {args.validation_processes}\n"
         f'[sftp]\nhost = "127.0.0.1"\nport = {port}\nmax_sessions_per_partner = 4\n'
+        "[web]\nenabled = false\n"
         f'[logging]\nformat = "json"\nlevel = "warning"\n[directory]\nej_patterns = {{ {patterns} }}\n'
         + "".join(f'[[partners]]\napp = "{app}"\nkeys = [{json.dumps(keys[app].with_suffix(".pub").read_text().strip())}]\n'
                   for app in apps),

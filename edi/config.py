@@ -165,6 +165,21 @@ class SftpSettings(Section):
     oversize_report_interval: float = seconds(60.0, "seconds: at most one IRR_TAILLE report per partner meanwhile")
 
 
+class WebSettings(Section):
+    """The console and HTTP API (edi/web/), served by `edi serve` and by `edi web` alone."""
+
+    enabled: bool = key(True, "`edi serve` also serves the console and API", expected="true or false")
+    host: str = key("127.0.0.1", "listening address", expected="an address", min_length=1)
+    port: int = key(8080, "listening port (0 = any free port)", expected="a port number (0 to 65535)",
+                    unit="port", ge=0, le=65535)
+    secret: str = key("", "cookie signing key; empty = a random key kept in spool/web-secret.key",
+                      expected="a string")
+    cookie_secure: bool = key(True, "session cookies only over HTTPS (browsers also accept them on localhost)",
+                              expected="true or false")
+    session_hours: float = key(8.0, "a console session lasts this long", expected="a number of hours above 0",
+                               unit="hours", gt=0)
+
+
 class ReportsSettings(Section):
     retention_days: float = key(7.0, "files in out/ older than this are purged, and the purge recorded "
                                 "(Chorus Pro: 7 days)", expected="a number of days", unit="days", ge=0)
@@ -225,6 +240,7 @@ class Config(BaseModel):
     logging: LoggingSettings = LoggingSettings()
     sftp: SftpSettings = SftpSettings()
     reports: ReportsSettings = ReportsSettings()
+    web: WebSettings = WebSettings()
     partners: list[PartnerSettings] = key([], "operators and recipients ([[partners]] entries)",
                                           expected="a list of [[partners]] tables")
     _path: Path | None = PrivateAttr(None)

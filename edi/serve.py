@@ -88,6 +88,7 @@ def serve(cfg: Config) -> None:
     observer.start()
     readiness = _readiness(cfg)
     sftp = _start_sftp(cfg, wake, readiness)
+    web = _start_web(cfg, wake, sftp)
     extra = []
     mp_stop = None
     processes = cfg.workers.processes
@@ -100,11 +101,14 @@ def serve(cfg: Config) -> None:
             extra.append(proc)
     LOG.info("serving", spool=str(spool.root), database=cfg.database_url.split("@")[-1], workers=processes,
              sftp=f"{cfg.sftp.host}:{sftp.port}" if sftp else None,
-             host_key=getattr(sftp, "fingerprint", None))
+             host_key=getattr(sftp, "fingerprint", None),
+             web=f"http://{cfg.web.host}:{web.port}/" if web else None)
     try:
         _loop(cfg, spool, stop, wake, readiness)
     finally:
         observer.stop()
+        if web:
+            web.stop()
         if sftp:
             sftp.stop()
         if mp_stop is not None:
@@ -114,6 +118,23 @@ def serve(cfg: Config) -> None:
         observer.join(timeout=5)
         db.dispose_all()
         LOG.info("stopped")
+
+
+def _start_web(cfg: Config, wake: threading.Event, sftp):
+    """Start the console and API when `[web] enabled` (default true). An uploaded flow is a
+    Flow row already; the callback only wakes the loop. `/healthz` also checks the SFTP server."""
+    if not cfg.web.enabled:
+        return None
+    from edi.web.server import WebThread
+
+    def sftp_check() -> str:
+        if sftp is None:
+            return "désactivé"
+        if not sftp.listening():
+            raise RuntimeError("le serveur SFTP n'écoute plus")
+        return "ok"
+
+    return WebThread(cfg, checks={"sftp": sftp_check}, on_deposit=lambda _flow_id: wake.set()).start()
 
 
 def _start_sftp(cfg: Config, wake: threading.Event, readiness: intake.Readiness):

@@ -53,7 +53,7 @@ class Site:
             f'[database]\nurl = "sqlite:///{self.db_path}"\n'
             '[directory]\nej_patterns = { "11000201100044" = "^14\\\\d{8}$" }\n'
             f"[intake]\nsettle_seconds = {SETTLE}\npoll_seconds = {POLL}\nlease_seconds = 60\n"
-            "[sftp]\nenabled = false\n"
+            "[sftp]\nenabled = false\n[web]\nenabled = false\n"
             '[logging]\nformat = "json"\nlevel = "info"\n'
             '[[partners]]\napp = "DEMO"\ninterfaces = ["FSO1100A", "FSO1106A", "FSO1110A"]\n'
         )

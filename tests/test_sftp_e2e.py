@@ -57,7 +57,7 @@ class Server:
 
     def __init__(self, root: Path, keys: dict[str, Path]):
         self.root, self.keys = root, keys
-        self.port = free_port()
+        self.port, self.web_port = free_port(), free_port()
         pub = {app: keys[app].with_suffix(".pub").read_text().strip() for app in ("AAA", "BBB")}
         patterns = ", ".join(f'"{k}" = {json.dumps(v)}' for k, v in generator.EJ_PATTERNS.items())
         (root / "edi.toml").write_text(
@@ -67,6 +67,7 @@ class Server:
             "[intake]\nsettle_seconds = 0.2\npoll_seconds = 0.2\n"
             "[validation]\nprocesses = 1\n"
             f'[sftp]\nhost = "127.0.0.1"\nport = {self.port}\nfailed_login_delay = 0\n'
+            f"[web]\nport = {self.web_port}\n"
             '[logging]\nformat = "json"\n'
             f"[directory]\nej_patterns = {{ {patterns} }}\n"
             + "".join(f'[[partners]]\napp = "{app}"\nname = "Opérateur {app}"\nkeys = [{json.dumps(line)}]\n'
@@ -307,3 +308,25 @@ def test_two_partners_at_once_each_get_only_their_reports(server):
         for flow_id, content in contents.items():
             check_report(content, flow_id)
         assert sorted(contents) == sorted(fid for _, fid in flows[app])
+
+
+def test_serve_also_serves_the_console_health(server):
+    """`edi serve` starts the console ([web]) beside SFTP: `/healthz` answers from the running
+    service, SFTP included, and `/metrics` counts what it processed."""
+    import urllib.request
+
+    serving = server.wait_event("serving", 30)
+    assert serving["web"] == f"http://127.0.0.1:{server.web_port}/"
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.web_port}/healthz", timeout=10) as res:
+        health = json.loads(res.read())
+    assert res.status == 200 and health["checks"]["sftp"] == "ok", health
+    path, flow_id = make_flow(server, "AAA", invoices=2)
+    client, sftp = server.paramiko("AAA")
+    try:
+        sftp.put(str(path), f"/in/{path.name}")
+        wait_listed(sftp, report_name("FSO1110A", "AAA", flow_id))
+    finally:
+        client.close()
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.web_port}/metrics", timeout=10) as res:
+        metrics = res.read().decode()
+    assert 'edi_flows_total{state="IN_INTEGRE"}' in metrics, metrics[:2000]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from edi import log
 from edi.cli.common import cfg, console, err, fail, load
@@ -68,6 +69,20 @@ def serve(ctx: typer.Context):
     from edi.serve import serve as run
 
     run(cfg(ctx))
+
+
+@app.command("web")
+def web(ctx: typer.Context):
+    """Run the web console and HTTP API alone ([web] host, port; default 127.0.0.1:8080)."""
+    from edi.web.server import run as run_web
+
+    config = cfg(ctx)
+    where = f"{config.web.host}:{config.web.port}"
+    err.print(f"Console : http://{where}/  (API : /api/docs)", highlight=False)
+    try:
+        run_web(config)
+    except RuntimeError as exc:
+        fail(escape(f"{exc} — {where}"), escape("libérez ce port ou choisissez-en un autre : [web] port"))
 
 
 @app.command("gen")

@@ -119,7 +119,7 @@ class Invoice(SQLModel, table=True):
     supplier_name: str = ""
     supplier_id_type: str = ""
     supplier_country: str = ""
-    recipient_siret: str = ""
+    recipient_siret: str = Field(default="", index=True)  # console searches and recipient scope
     code_service: str = ""
     ej: str = ""
     issue_date: str = ""
@@ -129,7 +129,7 @@ class Invoice(SQLModel, table=True):
     accepted: bool = False
     deposit_no: str | None = Field(default=None, unique=True)
     certificate: str = ""
-    status: str = ""  # current life-cycle status code (01, 03, 04, ...)
+    status: str = Field(default="", index=True)  # current life-cycle status code (01, 03, 04, ...)
     path: str = ""  # where the routed invoice lies under spool/recipients
     size: int = 0
 
@@ -286,4 +286,27 @@ class ReportPush(SQLModel, table=True):
     last_error: str | None = None
     history: str = ""
     pushed_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# --- console and API users (issue 10) ----------------------------------------------------------
+
+
+class ConsoleUser(SQLModel, table=True):
+    """A person or machine client of the web console and HTTP API (`edi.web`).
+
+    `role` is ops | sender | recipient; `partner` binds a sender or recipient to its partner APP.
+    Only hashes are stored: the password's argon2id hash, the API token's SHA-256.
+    """
+
+    __tablename__ = "console_user"
+    id: int | None = Field(default=None, primary_key=True)
+    login: str = Field(unique=True, max_length=64)
+    role: str
+    partner: str | None = Field(default=None, max_length=8)
+    password_hash: str = ""
+    token_hash: str | None = Field(default=None, unique=True)
+    failed_logins: int = 0  # consecutive failures, for login throttling
+    locked_until: datetime | None = None
+    last_login_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)

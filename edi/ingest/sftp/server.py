@@ -165,6 +165,10 @@ class SftpService:
         log.info("sftp_listening", action="listen", address=f"{host}:{self.port}", fingerprint=self.fingerprint)
         return self
 
+    def listening(self) -> bool:
+        """Its socket is open and its accept and housekeeping threads run (for `/healthz`)."""
+        return self._sock is not None and bool(self._threads) and all(t.is_alive() for t in self._threads)
+
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:

@@ -1,0 +1,273 @@
+"""The console's pages, in French, rendered on the server (no JavaScript needed).
+
+Tableau de bord, flows and invoices (search, detail, CSV export), reports rendered in French and
+downloadable as XML, the printable deposit certificate, a deposit form. Every page needs a
+session; every form carries the CSRF token. What is outside the user's scope answers 404.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import io
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+
+from edi import log, queries
+from edi.reports.render import render_text
+from edi.web import search, upload, users
+from edi.web.auth import check_csrf, page_user
+from edi.web.users import User
+
+router = APIRouter(include_in_schema=False)
+LOG = log.get("edi.web")
+PageUser = Annotated[User, Depends(page_user)]
+
+
+def _render(request: Request, template: str, context: dict, status_code: int = 200):
+    web = request.app.state.web
+    context = {"user": getattr(request.state, "user", None), "csrf": getattr(request.state, "csrf", ""), **context}
+    return web.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def _scope(request: Request, user: User) -> search.Scope:
+    return search.scope_of(request.app.state.web.cfg, user)
+
+
+def _page_number(request: Request) -> int:
+    raw = request.query_params.get("page", "1")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else 1
+
+
+def _links(request: Request, found: search.Page) -> dict:
+    """Previous/next page links keeping the filters, and the CSV export of the same search."""
+    params = {k: v for k, v in request.query_params.items() if k != "page" and v}
+
+    def at(page: int) -> str:
+        return request.url.path + "?" + urlencode({**params, "page": page})
+
+    return {"previous": at(found.page - 1) if found.page > 1 else None,
+            "next": at(found.page + 1) if found.has_next else None,
+            "csv": request.url.path + ".csv" + ("?" + urlencode(params) if params else "")}
+
+
+def _safe_target(target: str) -> str:
+    """Only a path of this site after login (never `//host` or `/\\host`, which leave it)."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+
+
+# ------------------------------------------------------------------ login
+
+
+@router.get("/connexion")
+def login_form(request: Request, suite: str = "/"):
+    sessions = request.app.state.web.sessions
+    token = sessions.login_token(request)
+    response = _render(request, "login.html", {"suite": _safe_target(suite), "error": "", "csrf": token})
+    sessions.keep_login_token(response, token)
+    return response
+
+
+@router.post("/connexion")
+def login(request: Request, login: Annotated[str, Form()] = "", password: Annotated[str, Form()] = "",
+          csrf: Annotated[str, Form()] = "", suite: Annotated[str, Form()] = "/"):
+    web = request.app.state.web
+    address = request.client.host if request.client else "?"
+    if not web.sessions.login_token_ok(request, csrf):
+        raise HTTPException(403, "Jeton CSRF absent ou invalide : rechargez la page de connexion.")
+    if web.throttle.blocked(address):
+        raise HTTPException(429, "Trop d'échecs de connexion depuis cette adresse : réessayez dans quelques minutes.")
+    try:
+        user = users.authenticate(web.url, login.strip(), password)
+    except users.Locked as exc:
+        LOG.warning("console_login_locked", login=login.strip()[:64], address=address)
+        raise HTTPException(429, f"Compte verrouillé après plusieurs échecs jusqu'à "
+                                 f"{exc.until:%H:%M:%S} UTC : réessayez ensuite.") from None
+    if user is None:
+        LOG.warning("console_login_failed", login=login.strip()[:64], address=address)
+        web.throttle.failed(address)
+        response = _render(request, "login.html", {"suite": _safe_target(suite), "csrf": csrf,
+                                                   "error": "Identifiant ou mot de passe incorrect."}, 401)
+        web.sessions.keep_login_token(response, csrf)
+        return response
+    LOG.info("console_login", user=user.login, role=user.role, address=address)
+    response = RedirectResponse(_safe_target(suite), status_code=303)
+    web.sessions.start(response, user)
+    return response
+
+
+@router.post("/deconnexion")
+def logout(request: Request, user: PageUser, csrf: Annotated[str, Form()] = ""):
+    check_csrf(request, csrf)
+    response = RedirectResponse("/connexion", status_code=303)
+    request.app.state.web.sessions.end(response)
+    return response
+
+
+# ------------------------------------------------------------------ dashboard
+
+
+@router.get("/")
+def dashboard(request: Request, user: PageUser):
+    figures = search.dashboard(request.app.state.web.url, _scope(request, user))
+    peak = max([d["count"] for d in figures["flows_per_day"]] + [1])
+    return _render(request, "dashboard.html", {"d": figures, "peak": peak})
+
+
+# ------------------------------------------------------------------ flows
+
+
+def _flow_scope(request: Request, user: User) -> search.Scope:
+    scope = _scope(request, user)
+    if not scope.sees_flows:
+        raise HTTPException(404, "Les flux ne sont pas consultables par un destinataire.")
+    return scope
+
+
+@router.get("/flux")
+def flows(request: Request, user: PageUser):
+    scope = _flow_scope(request, user)
+    f = search.FlowFilter.of(request.query_params)
+    found = search.search_flows(request.app.state.web.url, scope, f, _page_number(request))
+    return _render(request, "flows.html", {"f": f, "found": found, "links": _links(request, found)})
+
+
+FLOW_COLUMNS = {"id": "Id", "flow_ref": "Identifiant de flux", "app": "Émetteur", "interface": "Interface",
+                "filename": "Fichier", "state": "État", "error_code": "Code", "invoice_count": "Factures",
+                "accepted_count": "Acceptées", "received_at": "Reçu le (UTC)", "source": "Canal"}
+INVOICE_COLUMNS = {"number": "Numéro", "deposit_no": "Numéro de dépôt", "status": "Statut",
+                   "status_label": "Libellé du statut", "supplier_id": "Fournisseur", "supplier_name": "Raison sociale",
+                   "recipient_siret": "SIRET destinataire", "code_service": "Code service", "ej": "Engagement",
+                   "issue_date": "Date de facture", "currency": "Devise", "total_ht": "Total HT",
+                   "total_ttc": "Total TTC", "deposited_at": "Déposée le (UTC)", "app": "Émetteur",
+                   "flow_ref": "Flux"}
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value) -> str:
+    """A CSV cell a spreadsheet will not run: text from partners (a supplier's name, an invoice
+    number) that starts like a formula gets a leading quote; numbers stay numbers."""
+    text = "" if value is None else str(value)
+    if text.startswith(_FORMULA_START):
+        try:
+            float(text)
+        except ValueError:
+            return "'" + text
+    return text
+
+
+def _csv(rows, columns: dict[str, str], filename: str) -> StreamingResponse:
+    """`;`-separated UTF-8 with BOM, as French spreadsheet software opens it; streamed."""
+    def lines():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
+        writer.writerow(columns.values())
+        yield "\ufeff" + buffer.getvalue()
+        for row in rows:
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerow([_cell(row[k]) for k in columns])
+            yield buffer.getvalue()
+
+    return StreamingResponse(lines(), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.get("/flux.csv")
+def flows_csv(request: Request, user: PageUser):
+    scope = _flow_scope(request, user)
+    rows = search.all_flows(request.app.state.web.url, scope, search.FlowFilter.of(request.query_params))
+    return _csv(rows, FLOW_COLUMNS, "flux.csv")
+
+
+def _visible_flow(request: Request, user: User, ref: str) -> dict:
+    url = request.app.state.web.url
+    detail = queries.flow_detail(url, ref)
+    if detail is None or not search.flow_visible(url, _scope(request, user), detail["id"]):
+        raise HTTPException(404, f"Flux {ref} introuvable.")
+    return detail
+
+
+@router.get("/flux/{ref}")
+def flow(request: Request, user: PageUser, ref: str):
+    detail = _visible_flow(request, user, ref)
+    reports = [dict(filename=r["filename"], text=render_text(r["content"]))
+               for r in queries.report_contents(request.app.state.web.url, detail["id"])]
+    return _render(request, "flow.html", {"flow": detail, "reports": reports})
+
+
+@router.get("/flux/{ref}/rapports/{filename}")
+def flow_report(request: Request, user: PageUser, ref: str, filename: str):
+    detail = _visible_flow(request, user, ref)
+    for report in queries.report_contents(request.app.state.web.url, detail["id"]):
+        if report["filename"] == filename:
+            return Response(report["content"], media_type="application/xml",
+                            headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    raise HTTPException(404, f"Compte rendu {filename} introuvable pour ce flux.")
+
+
+@router.get("/deposer")
+def deposit_form(request: Request, user: PageUser):
+    _flow_scope(request, user)
+    return _render(request, "deposit.html", {"result": None, "error": ""})
+
+
+@router.post("/deposer")
+def deposit(request: Request, user: PageUser, file: UploadFile, csrf: Annotated[str, Form()] = ""):
+    _flow_scope(request, user)
+    check_csrf(request, csrf)
+    web = request.app.state.web
+    try:
+        flow_row = upload.deposit(web.cfg, user, file.filename or "", iter(lambda: file.file.read(1 << 20), b""))
+    except upload.UploadRefused as exc:
+        return _render(request, "deposit.html", {"result": None, "error": f"{exc.code} — {exc.message}"},
+                       exc.status)
+    if web.on_deposit:
+        web.on_deposit(flow_row.id)
+    return _render(request, "deposit.html", {"result": flow_row, "error": ""}, 201)
+
+
+# ------------------------------------------------------------------ invoices
+
+
+@router.get("/factures")
+def invoices(request: Request, user: PageUser):
+    f = search.InvoiceFilter.of(request.query_params)
+    found = search.search_invoices(request.app.state.web.url, _scope(request, user), f, _page_number(request))
+    return _render(request, "invoices.html", {"f": f, "found": found, "links": _links(request, found)})
+
+
+@router.get("/factures.csv")
+def invoices_csv(request: Request, user: PageUser):
+    rows = search.all_invoices(request.app.state.web.url, _scope(request, user),
+                               search.InvoiceFilter.of(request.query_params))
+    return _csv(rows, INVOICE_COLUMNS, "factures.csv")
+
+
+def _visible_invoice(request: Request, user: User, deposit_no: str) -> dict:
+    url = request.app.state.web.url
+    if not search.invoice_visible(url, _scope(request, user), deposit_no):
+        raise HTTPException(404, f"Facture {deposit_no} introuvable.")
+    return queries.invoice_detail(url, deposit_no)
+
+
+@router.get("/factures/{deposit_no}")
+def invoice(request: Request, user: PageUser, deposit_no: str):
+    return _render(request, "invoice.html", {"inv": _visible_invoice(request, user, deposit_no)})
+
+
+@router.get("/factures/{deposit_no}/certificat")
+def certificate(request: Request, user: PageUser, deposit_no: str):
+    inv = _visible_invoice(request, user, deposit_no)
+    try:
+        digest = base64.b64decode(inv["certificate"], validate=True).hex()
+    except (binascii.Error, ValueError):
+        digest = ""
+    deposited = next((e["at"] for e in inv["events"] if e["code"] == "01"), None)
+    return _render(request, "certificate.html", {"inv": inv, "sha256_hex": digest, "deposited": deposited})

@@ -1,0 +1,131 @@
+"""End to end in a real headless Chromium (Debian's `chromium` + `chromium-driver`, installed by
+`make test`), driven by Selenium, against the console served by uvicorn on a free port: log in as
+ops and as a sender, search, open an invoice and its certificate, export CSV, and find that another
+partner's flow by direct URL is a 404 page."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import time
+
+import pytest
+
+from edi.web.server import WebThread
+from tests.helpers import DEMO
+from tests.web_helpers import OTHER, PASSWORD, make_console
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason="chromium ou chromedriver introuvable : `make test` les installe (apt-get install chromium "
+           "chromium-driver, en root) ; l'installation a échoué ou n'a pas été lancée")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    console = make_console(tmp_path_factory.mktemp("browser"))
+    server = WebThread(console.platform.cfg, port=0).start()
+    try:
+        yield console, f"http://localhost:{server.port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(arg)
+    options.add_experimental_option("prefs", {"download.default_directory": str(tmp_path / "downloads"),
+                                              "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.implicitly_wait(5)
+    driver.downloads = tmp_path / "downloads"
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _login(driver, base: str, login: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(base + "/")
+    assert driver.current_url.startswith(base + "/connexion")  # no session: the login page
+    driver.find_element(By.ID, "login").send_keys(login)
+    field = driver.find_element(By.ID, "password")
+    field.send_keys(PASSWORD)
+    field.send_keys(Keys.ENTER)  # keyboard only
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Tableau de bord"
+
+
+def _wait_for_file(folder, name: str, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        path = folder / name
+        if path.is_file() and path.stat().st_size > 0:
+            return path
+        time.sleep(0.1)
+    raise AssertionError(f"{name} jamais téléchargé dans {folder}: {list(folder.glob('*')) if folder.exists() else []}")
+
+
+def test_ops_searches_opens_an_invoice_and_exports_csv(site, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    console, base = site
+    _login(browser, base, "ops")
+    assert "Factures par statut" in browser.page_source
+    detail = console.platform.detail(console.demo_flow.id)
+    wanted = next(i for i in detail["invoices"] if i["deposit_no"])
+
+    browser.find_element(By.LINK_TEXT, "Factures").click()
+    number = browser.find_element(By.ID, "number")  # reached by its label, typed, sent with Enter
+    assert browser.find_element(By.CSS_SELECTOR, "label[for=number]").text == "Numéro de facture"
+    number.send_keys(wanted["number"], Keys.ENTER)
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.results tbody tr")
+    assert len(rows) == 1 and wanted["deposit_no"] in rows[0].text
+
+    rows[0].find_element(By.LINK_TEXT, wanted["number"]).click()
+    assert browser.find_element(By.TAG_NAME, "h1").text == f"Facture {wanted['number']}"
+    assert "03 Mise à disposition du destinataire" in browser.find_element(By.ID, "statut").text
+    browser.find_element(By.PARTIAL_LINK_TEXT, "Certificat de dépôt").click()
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Certificat de dépôt"
+    assert wanted["deposit_no"] in browser.page_source
+
+    browser.get(base + "/factures?status=03")
+    browser.find_element(By.LINK_TEXT, "Exporter en CSV").click()
+    exported = _wait_for_file(browser.downloads, "factures.csv")
+    with exported.open(encoding="utf-8-sig") as fh:
+        rows = list(csv.DictReader(fh, delimiter=";"))
+    assert wanted["deposit_no"] in {r["Numéro de dépôt"] for r in rows}
+    assert {r["Émetteur"] for r in rows} == {DEMO, OTHER}
+
+    browser.get(base + f"/flux/{console.demo_flow.id}")
+    assert "Flux reçu, intégration partielle" in browser.page_source  # the report, in French
+
+
+def test_sender_sees_only_its_flows_and_gets_404_for_another(site, browser):
+    from selenium.webdriver.common.by import By
+
+    console, base = site
+    _login(browser, base, "demo")
+    browser.find_element(By.LINK_TEXT, "Flux").click()
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.results tbody tr")
+    assert [r.find_elements(By.TAG_NAME, "td")[2].text for r in rows] == [DEMO]
+    browser.get(base + f"/flux/{console.other_flow.id}")
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Page introuvable"
+    assert console.other_flow.filename not in browser.page_source
+    browser.get(base + f"/flux/{console.demo_flow.id}")
+    assert console.demo_flow.filename in browser.page_source
+    browser.find_element(By.CSS_SELECTOR, "form.logout button").click()  # logout (a CSRF-protected form)
+    assert browser.current_url.startswith(base + "/connexion")
+    browser.get(base + "/factures")
+    assert browser.current_url.startswith(base + "/connexion")
