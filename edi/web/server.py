@@ -1,9 +1,8 @@
-"""Running the console: `[web]` settings, `edi web` in the foreground, or a thread of `edi serve`.
+"""Running the console: `edi web` in the foreground, or a thread of `edi serve`.
 
-`[web]` keys (all optional): `host` (127.0.0.1), `port` (8080), `secret` (cookie signing key;
-default: a random key kept in `<spool>/web-secret.key`), `cookie_secure` (true: cookies only over
-HTTPS — set false only to use the console over plain HTTP on another host than localhost),
-`session_hours` (8).
+Its `[web]` keys (`enabled`, `host`, `port`, `secret`, `cookie_secure`, `session_hours`) are
+declared with the others in `edi.config`. `cookie_secure` stays true unless the console is used
+over plain HTTP on another host than localhost.
 """
 
 from __future__ import annotations
