@@ -151,8 +151,11 @@ class Lease:
         self.url, self.flow_id, self.seconds = url, flow_id, seconds
 
     def renew(self, seq: int) -> None:
-        if seq % self.EVERY:
-            return
+        if not seq % self.EVERY:
+            self.check()
+
+    def check(self) -> None:
+        """Renew the lease now, or raise LeaseLost (before anything visible, such as delivery)."""
         with db.session(self.url) as s:
             done = s.execute(update(Flow).where(Flow.id == self.flow_id, Flow.owner == owner_id())
                              .values(lease_until=utcnow() + timedelta(seconds=self.seconds)))

@@ -131,6 +131,8 @@ def _process(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Del
         log_.warning("flow_irrecevable", code=finding.code, detail=finding.message)
     else:
         outcome.step(flow.id, trace.SPLIT, trace.OK, f"{len(outcome.invoices)} facture(s)")
+        crash_point("decided")
+        lease.check()  # a worker that stalled and lost the flow delivers nothing
         delivered = 0
         for result in outcome.invoices:
             if result.accepted:

@@ -1,9 +1,10 @@
 """A stale worker (issue 8, item 3), on SQLite and PostgreSQL.
 
-Worker A (a real process) takes a flow under a 1-second lease, delivers its invoices, then stalls
-before its commit (test hook `EDI_TEST_STALL_AT`, released by the test); worker B takes the expired
-lease over and finishes the flow. When A wakes up it must find out, before writing anything, that
-it lost the flow, and leave it alone: no IntegrityError, no flow set back to RECU, no hold.
+Worker A (a real process) takes a flow under a 1-second lease, decides its invoices, then stalls
+(test hook `EDI_TEST_STALL_AT`, released by the test) before delivering them (`decided`) or before
+its commit (`delivered`); worker B takes the expired lease over and finishes the flow. When A
+wakes up it must find out, before writing anything, that it lost the flow, and leave it alone: no
+IntegrityError, no flow set back to RECU, no hold, no file of the recipients touched again.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import subprocess
 import sys
 import time
 from datetime import timezone
+
+import pytest
 
 from edi import worker
 from edi.db.models import IN_PROGRESS, Flow, utcnow
@@ -41,7 +44,12 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def test_stale_worker_leaves_a_flow_finished_by_another_alone(tmp_path, db_url):
+def _recipient_files(platform) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in platform.delivered()}
+
+
+@pytest.mark.parametrize("point", ["decided", "delivered"])
+def test_stale_worker_leaves_a_flow_finished_by_another_alone(tmp_path, db_url, point):
     lease = {"EDI_INTAKE_LEASE_SECONDS": "1"}
     platform = make_platform(tmp_path, db_url=db_url, environ=lease)
     flow = generated(tmp_path, "FSO1110A", 5, errors=0.2, seed=31)
@@ -50,11 +58,11 @@ def test_stale_worker_leaves_a_flow_finished_by_another_alone(tmp_path, db_url):
 
     gate = tmp_path / "stall-gate"
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDI_")}
-    env.update(lease, EDI_TEST_STALL_AT="delivered", EDI_TEST_STALL_GATE=str(gate))
+    env.update(lease, EDI_TEST_STALL_AT=point, EDI_TEST_STALL_GATE=str(gate))
     a = subprocess.Popen([sys.executable, "-c", WORKER_A, str(platform.config_path), str(flow_id)],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait(lambda: gate.exists() or a.poll() is not None, 120, "worker A to stall before its commit")
+        _wait(lambda: gate.exists() or a.poll() is not None, 120, f"worker A to stall at {point}")
         assert a.poll() is None, a.communicate()
         a_row = platform.flow(flow_id)
         assert a_row.state == IN_PROGRESS and a_row.owner.endswith(f":{a.pid}")
@@ -65,7 +73,7 @@ def test_stale_worker_leaves_a_flow_finished_by_another_alone(tmp_path, db_url):
         done = process(platform.cfg, flow_id)
         assert done is not None and done.state == "IN_INTEGRE_PARTIEL"
         assert deliver_pending(platform.url, platform.spool, flow_id) == 2
-        finished = platform.detail(flow_id)
+        finished, delivered = platform.detail(flow_id), _recipient_files(platform)
     finally:
         gate.unlink(missing_ok=True)  # A goes on
         out, err = a.communicate(timeout=120)
@@ -78,6 +86,7 @@ def test_stale_worker_leaves_a_flow_finished_by_another_alone(tmp_path, db_url):
     assert after["state"] == "IN_INTEGRE_PARTIEL" and after["last_error"] is None
     assert after["invoices"] == finished["invoices"] and len(after["invoices"]) == 5
     assert after["reports"] == finished["reports"] and len(platform.out_files()) == 2
+    assert _recipient_files(platform) == delivered and len(delivered) >= 4
     row = platform.flow(flow_id)
     assert (row.owner, row.lease_until, row.attempts) == (None, None, 2)
     steps = [(t["step"], t["outcome"]) for t in after["trace"]]

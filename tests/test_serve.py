@@ -6,7 +6,8 @@ folders, the database rows (read with the stdlib sqlite3 module) and the log eve
 
 Crash points: `EDI_TEST_CRASH_AT=<point>` (edi.ingest.intake.crash_point) makes the process die
 with `os._exit(137)` right there, as `kill -9` would — `claimed` (file in work/, no row yet),
-`recorded` (row committed, file not yet archived), `delivered` (accepted invoices moved into the
+`recorded` (row committed, file not yet archived), `decided` (every invoice decided, nothing
+delivered; tests/test_lease.py stalls a worker there), `delivered` (accepted invoices moved into the
 recipients' folders, nothing committed), `committed` (flow outcome committed, reports not yet
 written). "During processing" is a real SIGKILL sent once the flow's staging folder fills.
 """
