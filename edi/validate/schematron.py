@@ -77,7 +77,7 @@ _CODEDB_CALL = re.compile(r"document\('(?P<file>[A-Za-z0-9_.-]+_codedb\.xml)'\)"
 _CODEDB_PARAM = "edi-codedb"
 
 _SAFE_PARSER = etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False, huge_tree=True)
-_SVRL_HITS = etree.XPath(
+SVRL_HITS = etree.XPath(
     "//svrl:failed-assert | //svrl:successful-report[@flag]", namespaces={"svrl": SVRL_NS}
 )
 _SVRL_TEXT = etree.XPath("string(svrl:text)", namespaces={"svrl": SVRL_NS})
@@ -234,7 +234,7 @@ class Schematron:
     def check(self, xml_bytes: bytes, invoice_number: str = "") -> list[Finding]:
         """Findings of this rule set for one invoice document (UTF-8 XML bytes); [] if clean."""
         report = etree.fromstring(self.svrl(xml_bytes), _SAFE_PARSER)
-        return [_finding(hit, invoice_number) for hit in _SVRL_HITS(report)]
+        return [_finding(hit, invoice_number) for hit in SVRL_HITS(report)]
 
 
 
@@ -260,6 +260,13 @@ _BY_SYNTAX = {"UBL": ("EN16931-UBL", "BR-FR-UBL"), "CII": ("EN16931-CII", "BR-FR
 _instances: dict[str, Schematron] = {}
 
 
+def for_ruleset(name: str) -> Schematron:
+    """The shared Schematron object of one rule set."""
+    if name not in _instances:
+        _instances[name] = Schematron(name)
+    return _instances[name]
+
+
 def for_syntax(syntax: str, french: bool = False) -> list[Schematron]:
     """The rule sets to run for "UBL" or "CII": EN 16931, plus the French reform rules if asked.
 
@@ -270,7 +277,4 @@ def for_syntax(syntax: str, french: bool = False) -> list[Schematron]:
     except KeyError:
         raise ValueError(f"unknown syntax {syntax!r}; expected UBL or CII") from None
     names = names if french else names[:1]
-    for n in names:
-        if n not in _instances:
-            _instances[n] = Schematron(n)
-    return [_instances[n] for n in names]
+    return [for_ruleset(n) for n in names]
