@@ -73,7 +73,8 @@ class Context:
         conf = cfg.data["rules"]
         overrides = {str(k): str(v) for k, v in (conf.get("severity") or {}).items()}
         settings = Settings(schematron=bool(validation.get("schematron", True)),
-                            french=interface in (conf.get("french") or ()), overrides=tuple(sorted(overrides.items())))
+                            french=interface in (conf.get("french") or ()), overrides=tuple(sorted(overrides.items())),
+                            engine=cfg.data["validation"].get("engine", "saxon"))
         rule_context = rules.RuleContext(
             today=date.today(), syntax=syntax, seen_in_flow=set(),
             already_deposited=DepositedLookup(cfg.database_url), severity_overrides=overrides,

@@ -17,7 +17,7 @@ from typing import Any
 from lxml import etree
 
 from edi.validate.native.compiler import Check, RuleSet
-from edi.validate.native.xpath import Compiler, Untranslatable, XPathError, ebv, string_value
+from edi.validate.native.xpath import MEMO, Compiler, Untranslatable, XPathError, ebv, string_value
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,50 @@ def select_expression(context: str) -> str:
     return " | ".join(b if b.startswith("/") else "//" + b for b in _branches(context))
 
 
+def _pattern_steps(c: Compiler, t: Any) -> list[tuple[str, str, list[str]]] | None:
+    """Child steps of a pattern branch: (Clark name, prefixed name, translated predicates)."""
+    if t.symbol == "/" and len(t) == 2:
+        left, right = _pattern_steps(c, t[0]), _pattern_steps(c, t[1])
+        return None if left is None or right is None else left + right
+    preds: list[str] = []
+    while t.symbol == "[" and len(t) == 2:
+        pred = c.translate_token(t[1])
+        if pred is None or t[1].symbol in ("(integer)", "(decimal)"):
+            return None
+        preds.insert(0, pred)
+        t = t[0]
+    steps = c.child_steps(t)
+    if steps is None or len(steps) != 1 or steps[0].startswith("@"):
+        return None
+    return [(steps[0], t.source if t.symbol != "(name)" else t.value, preds)]
+
+
+def _plain_matches(c: Compiler, context: str) -> list[tuple[tuple[str, ...], bool, Any]] | None:
+    """A match pattern made of child steps, as (element names, absolute, check) per branch:
+    names matched in Python against each element's path, then — only when some step has
+    predicates — `check`, one libxml2 call on the candidate (`self::b[q][parent::a[p]]`).
+    None when some branch has more (another axis, a positional predicate)."""
+    out = []
+    for branch in _branches(context):
+        absolute = branch.startswith("/") and not branch.startswith("//")
+        body = branch[2:] if branch.startswith("//") else branch.lstrip("/")
+        try:
+            steps = _pattern_steps(c, c.parse(body, ()))
+        except Exception:  # noqa: BLE001 - not a plain path: matched by libxml2 instead
+            return None
+        if not steps or any(name == "*" for name, _, _ in steps):
+            return None
+        check = None
+        if any(preds for _, _, preds in steps):
+            text = ""
+            for i, (_, name, preds) in enumerate(steps):
+                axis = "self" if i == len(steps) - 1 else "parent"
+                text = f"{axis}::{name}" + "".join(f"[{p}]" for p in preds) + (f"[{text}]" if text else "")
+            check = c.boolean_xpath(text)
+        out.append((tuple(name for name, _, _ in steps), absolute, check))
+    return out
+
+
 @dataclass
 class _Check:
     check: Check
@@ -89,6 +133,9 @@ class _Rule:
     select: Any
     variables: list[tuple[str, Any]]
     checks: list[_Check]
+    batch: Any = None  # one libxml2 call answering every translated test of the rule
+    batched: tuple[int, ...] = ()  # indexes in `checks` of those tests
+    present: tuple = ()  # (index, wanted, descendant, alternative paths): path-existence tests
 
 
 class Engine:
@@ -98,6 +145,8 @@ class Engine:
         self.ruleset = ruleset
         c = Compiler(ruleset.namespaces, ruleset.codelists)
         self.patterns: list[list[_Rule]] = []
+        # last element name -> (pattern, rule, steps, absolute) of the contexts matched in Python
+        self._index: dict[str, list[tuple[int, int, tuple[str, ...], bool, Any]]] = {}
         try:
             for pattern in ruleset.patterns:
                 rules = []
@@ -110,12 +159,32 @@ class Engine:
                         variables.append((name, c.compile(select, {}, tuple(n for n, _ in variables))))
                     names = tuple(n for n, _ in variables)
                     checks = []
+                    batched: list[int] = []
+                    present: list[tuple] = []
+                    tests: list[str] = []
                     for check in rule.checks:
                         if check.kind == "report" and not check.flag:
                             continue  # an unflagged report is never a finding (schematron.SVRL_HITS)
                         text = [(k, c.compile(v, subst, names) if k == "x" else v) for k, v in check.text]
-                        checks.append(_Check(check, c.compile(check.test, subst, names), text))
-                    rules.append(_Rule(c.compile(select_expression(rule.context), {}), variables, checks))
+                        translated = None if len(variables) > len(subst) else c.translate(check.test, subst, names)
+                        found = None if translated is None else c.presence(check.test, subst, names)
+                        if found is not None:
+                            present.append((len(checks), *found))
+                            checks.append(_Check(check, None, text))
+                        elif translated is not None:
+                            batched.append(len(checks))
+                            tests.append(translated)
+                            checks.append(_Check(check, None, text))
+                        else:
+                            checks.append(_Check(check, c.compile(check.test, subst, names), text))
+                    matches = _plain_matches(c, rule.context)
+                    if matches is not None:
+                        for steps, absolute, check in matches:
+                            self._index.setdefault(steps[-1], []).append(
+                                (len(self.patterns), len(rules), steps, absolute, check))
+                    select = None if matches is not None else c.compile(select_expression(rule.context), {})
+                    rules.append(_Rule(select, variables, checks,
+                                       c.batch(tests) if tests else None, tuple(batched), tuple(present)))
                 self.patterns.append(rules)
         except (Untranslatable, XPathError) as exc:
             raise NotNative(str(exc)) from exc
@@ -127,21 +196,52 @@ class Engine:
         """Every check that fires on the document of `element`, in SVRL order. `seen`, when
         given, counts per rule id [fired, passed] (the harness's exercised-rules list)."""
         root = element.getroottree().getroot()
-        order = {el: i for i, el in enumerate(root.iter())}
+        order: dict[Any, int] = {}
+        paths: dict[Any, tuple[str, ...]] = {}
+        for i, el in enumerate(root.iter()):
+            if isinstance(el.tag, str):
+                order[el] = i
+                parent = el.getparent()
+                paths[el] = (paths[parent] if parent is not None else ()) + (el.tag,)
+        present = set(paths.values())
+        present.update(p + ("@" + a,) for el, p in paths.items() for a in el.attrib)
+        by_last: dict[str, list[tuple[str, ...]]] = {}
+        for p in present:
+            by_last.setdefault(p[-1], []).append(p)
         hits: list[Hit] = []
-        for rules in self.patterns:
-            fired: dict[Any, _Rule] = {}
-            for rule in rules:
-                for node in rule.select(root, {}):
-                    if node not in fired:
-                        fired[node] = rule
+        memo: dict = {}
+        index = self._index
+        matched: list[dict[Any, int]] = [{} for _ in self.patterns]  # per pattern: node -> rule rank
+        for el, path in paths.items():
+            for pattern, rank, steps, absolute, check in index.get(el.tag, ()):
+                if ((path == steps) if absolute else (path[-len(steps):] == steps)) and (
+                        check is None or check(el)):
+                    seen_rank = matched[pattern].get(el)
+                    if seen_rank is None or rank < seen_rank:
+                        matched[pattern][el] = rank
+        for p, rules in enumerate(self.patterns):
+            fired = matched[p]
+            for rank, rule in enumerate(rules):
+                if rule.select is not None:
+                    for node in rule.select(root, {MEMO: memo}):
+                        if fired.get(node, rank + 1) > rank:
+                            fired[node] = rank
             for node in sorted(fired, key=order.__getitem__):
-                rule = fired[node]
-                values: dict[str, Any] = {}
+                rule = rules[fired[node]]
+                values: dict[str, Any] = {MEMO: memo}
                 for name, fn in rule.variables:
                     values[name] = fn(node, values)
-                for c in rule.checks:
-                    result = ebv(c.test(node, values))
+                answers = dict(zip(rule.batched, rule.batch(node))) if rule.batch is not None else {}
+                if rule.present:
+                    here = paths[node]
+                    for i, wanted, descendant, alternatives in rule.present:
+                        if descendant:
+                            found = any(p[-len(a):] == a for a in alternatives for p in by_last.get(a[-1], ()))
+                        else:
+                            found = any((here + a) in present for a in alternatives)
+                        answers[i] = "1" if found == wanted else "0"
+                for i, c in enumerate(rule.checks):
+                    result = answers[i] == "1" if c.test is None else ebv(c.test(node, values))
                     fires = result == (c.check.kind == "report")
                     if seen is not None:
                         seen.setdefault(c.check.id, [0, 0])[0 if fires else 1] += 1

@@ -294,6 +294,7 @@ def _literal(text: str) -> str:
 _STRING_FUNCS = {"normalize-space", "contains", "starts-with", "substring-after", "substring-before",
                  "substring", "concat", "string", "translate", "name", "local-name"}
 _EXT_STRING = {"upper-case", "lower-case", "ends-with"}
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
 
 
 class Translator:
@@ -301,6 +302,7 @@ class Translator:
 
     def __init__(self, variables: dict[str, str]):
         self.variables = variables  # variable name -> kind (only those bound to node sets)
+        self.ascii_upper = False
 
     def __call__(self, t: Any) -> tuple[str, str]:
         s, n = t.symbol, len(t)
@@ -430,6 +432,11 @@ class Translator:
                     k == NODES for _, k in args):
                 pass  # first node's string value in both, the schema keeps these single
             return f"{s}({', '.join(a for a, _ in args)})", STRING if s not in ("contains", "starts-with") else BOOL
+        if s == "upper-case" and self.ascii_upper and n == 1:
+            inner, kind = self(t[0])
+            if kind in (NUM, NUMQ, BOOL):
+                raise Untranslatable("upper-case() of a number")
+            return f"translate({inner}, '{_LOWER}', '{_LOWER.upper()}')", STRING
         if s in _EXT_STRING:
             args = [self(c) for c in t]
             if any(k in (NUM, NUMQ, BOOL) for _, k in args):
@@ -441,8 +448,36 @@ class Translator:
             return f"edi:codelist({ident}, {value})", BOOL
         raise Untranslatable(f"{s}/{n}")
 
+    def _function_step(self, path: Any, other: Any) -> str | None:
+        """`A/f(B) = 'x'` (f a string function: one string per A) is `A[f(B) = 'x']` exists."""
+        while path.symbol == "(" and len(path) == 1:
+            path = path[0]
+        if path.symbol != "/" or len(path) != 2 or other.symbol != "(string)":
+            return None
+        step = path[1]
+        if step.symbol == ":" and len(step) == 2 and step[0].value == "fn":
+            step = step[1]
+        if step.symbol not in ("normalize-space", "upper-case", "lower-case", "string") or len(step) != 1:
+            return None
+        left, kind = self(path[0])
+        if kind != NODES:
+            return None
+        # Only ASCII letters upper-case to a literal free of S, I, F, L (ſ, ı and the ligatures
+        # ﬀ ﬁ ﬂ ﬅ ﬆ are the non-ASCII ways to them): there translate() is upper-case().
+        self.ascii_upper = other.value.isascii() and not set(other.value) & set("SIFL")
+        try:
+            inner, _ = self(step)
+        finally:
+            self.ascii_upper = False
+        return f"boolean({{base}}[{inner} {{op}} {_literal(other.value)}])".replace(
+            "{base}", {".": "self::node()", "..": "parent::node()"}.get(left, left))
+
     def _equality(self, t: Any) -> tuple[str, str]:
         s = t.symbol
+        for path, other in ((t[0], t[1]), (t[1], t[0])):
+            rewritten = self._function_step(path, other)
+            if rewritten is not None:
+                return rewritten.replace("{op}", s), BOOL
         a, b = self(t[0]), self(t[1])
         kinds = {a[1], b[1]}
         if BOOL in kinds and NODES in kinds:
@@ -506,9 +541,104 @@ class Compiler:
         """`substitutions`: rule variables whose XPath 1.0 select can stand in for them textually."""
         return self.build(self.parse(expr, tuple(variables) + tuple(substitutions)), substitutions)
 
+    def translate(self, expr: str, substitutions: dict[str, str], variables: tuple[str, ...] = ()) -> str | None:
+        """The whole expression as XPath 1.0 text (its effective boolean value is the same), or
+        None when some part of it needs Python."""
+        t = self.parse(expr, tuple(variables) + tuple(substitutions))
+        try:
+            text, kind = _SubstTranslator(substitutions)(t)
+        except Untranslatable:
+            return None
+        return text if kind in (BOOL, NODES, STRING, NUM) else None
+
+    def presence(self, expr: str, substitutions: dict[str, str], variables: tuple[str, ...] = ()
+                 ) -> tuple[bool, bool, tuple[tuple[str, ...], ...]] | None:
+        """`(wanted, descendant, alternatives)` when the test only asks whether a plain path
+        exists (`not(cac:A/cbc:B)`, `exists(cbc:C/@d)`, `not((cac:X | cac:Y)/cbc:Z)`, or
+        `//cac:A/@b` anywhere): answered from the set of the document's element and attribute
+        paths, without libxml2. None otherwise."""
+        t = self.parse(expr, tuple(variables) + tuple(substitutions))
+        wanted = True
+        while True:
+            if t.symbol == "not" and len(t) == 1:
+                wanted, t = not wanted, t[0]
+            elif t.symbol in ("exists", "boolean") and len(t) == 1:
+                t = t[0]
+            elif t.symbol == "empty" and len(t) == 1:
+                wanted, t = not wanted, t[0]
+            elif t.symbol == "(" and len(t) == 1:
+                t = t[0]
+            else:
+                break
+        descendant = False
+        if t.symbol == "//" and len(t) == 1:
+            descendant, t = True, t[0]
+        alternatives = []
+        for branch in _alternatives(t) if t.symbol != "/" else [t]:
+            expanded = self.union_steps(branch)
+            if expanded is None:
+                return None
+            alternatives += expanded
+        return wanted, descendant, tuple(alternatives)
+
+    def union_steps(self, t: Any) -> list[tuple[str, ...]] | None:
+        """child_steps, where a step may be a union of plain paths: every expansion."""
+        alts = _alternatives(t)
+        if len(alts) > 1:
+            out = []
+            for a in alts:
+                x = self.union_steps(a)
+                if x is None:
+                    return None
+                out += x
+            return out
+        if t.symbol == "/" and len(t) == 2:
+            left, right = self.union_steps(t[0]), self.union_steps(t[1])
+            if left is None or right is None or any(x and x[-1].startswith("@") for x in left):
+                return None
+            return [a + b for a in left for b in right]
+        steps = self.child_steps(t)
+        return None if steps is None else [steps]
+
+    def child_steps(self, t: Any) -> tuple[str, ...] | None:
+        """Clark names of a relative path made of child name steps only (an attribute last)."""
+        if t.symbol == "/" and len(t) == 2:
+            left, right = self.child_steps(t[0]), self.child_steps(t[1])
+            if left is None or right is None or any(x.startswith("@") for x in left):
+                return None
+            return left + right
+        if t.symbol == "@" and len(t) == 1:
+            inner = self.child_steps(t[0])
+            return None if inner is None or len(inner) != 1 else ("@" + inner[0],)
+        if t.symbol == ":" and len(t) == 2 and t[1].symbol == "(name)":
+            ns = self.namespaces.get(t[0].value)
+            return None if ns is None else (f"{{{ns}}}{t[1].value}",)
+        if t.symbol == "(name)":
+            return (t.value,)
+        return None
+
+    def translate_token(self, t: Any) -> str | None:
+        """XPath 1.0 text of a parsed subtree, or None."""
+        try:
+            text, kind = _SubstTranslator({})(t)
+        except Untranslatable:
+            return None
+        return text if kind in (BOOL, NODES, STRING) else None
+
+    def boolean_xpath(self, text: str) -> Callable[[Any], bool]:
+        self.translated += 1
+        return self._xpath(f"boolean({text})")
+
+    def batch(self, tests: list[str]) -> Callable[[Any], str]:
+        """One libxml2 call for several translated tests: a string of '1'/'0', one per test."""
+        parts = ", ".join(f"string(number(boolean({t})))" for t in tests)
+        xp = self._xpath(f"concat('', {parts})")
+        self.translated += 1
+        return xp
+
     def _xpath(self, text: str) -> etree.XPath:
         extensions = self.extensions if "edi:" in text else None  # they cost ~3 µs a call
-        return etree.XPath(text, namespaces=self.namespaces, extensions=extensions)
+        return etree.XPath(text, namespaces=self.namespaces, extensions=extensions, regexp=False)
 
     def build(self, t: Any, subst: dict[str, str]) -> Fn:
         s, n = t.symbol, len(t)
@@ -540,7 +670,7 @@ class Compiler:
         if kind == BOOL:
             return lambda node, vs: [xp(node)]
         if kind == NODES:
-            return lambda node, vs: xp(node)
+            return _memoized(xp, text)
         if kind == STRING:
             return lambda node, vs: [str(xp(node))]
         # NUM: count() or string-length(): integers in XPath 2.0
@@ -767,8 +897,10 @@ class Compiler:
         self.translated += 1
         filters = [self.build(p, subst) for p in preds]
 
+        base = _memoized(xp, text)
+
         def select(node, vs):
-            items = xp(node)
+            items = base(node, vs)
             for f in filters:
                 kept = []
                 for item in items:
@@ -804,6 +936,28 @@ class Compiler:
             return every
 
         return lambda node, vs: [loop(node, vs)]
+
+
+MEMO = "#memo"  # key, in the variables dict, of the per-document cache of node selections
+
+
+def _memoized(xp: etree.XPath, text: str) -> Fn:
+    """A node selection cached for the document being checked (`vs[MEMO]`, set by the engine):
+    the rules select the same nodes again and again (every VAT category rule walks the same
+    tax categories). Absolute paths are cached once per document, relative ones per node."""
+    absolute = text.startswith("/") and "|" not in text
+
+    def select(node, vs):
+        memo = vs.get(MEMO)
+        if memo is None:
+            return xp(node)
+        key = (xp, None if absolute else node)
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = xp(node)
+        return found
+
+    return select
 
 
 def _dedupe(items: list) -> list:
