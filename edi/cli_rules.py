@@ -11,6 +11,7 @@ defaults. `--markdown` prints the defaults only: it is the text of docs/rules.md
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -70,3 +71,16 @@ def list_cmd(
         table.add_row(row["code"], row["level"], severity, row["reason"],
                       ", ".join(row["syntaxes"]) or "toutes", row["message"])
     Console().print(table)
+
+
+@app.command("verify-engine")
+def verify_engine_cmd(
+    paths: list[Path] = typer.Argument(..., exists=True, help="Factures, dossiers ou flux (.tar.gz)."),
+    french: bool = typer.Option(False, "--french", help="Avec les règles BR-FR."),
+) -> None:
+    """Run Saxon (the reference) and the native engine on your invoices; print disagreements."""
+    from edi.validate.native.differential import render, verify_engine
+
+    report = verify_engine(paths, french=french)
+    typer.echo(render(report))
+    raise typer.Exit(1 if report.disagreements else 0)

@@ -202,3 +202,20 @@ def generated(invoices: int, seed: int = 1, errors: float = 0.5) -> Iterator[tup
                 yield name, raw
                 if interface == "FSO1100A":
                     yield name + ":avoir", credit_note(raw)
+                elif b">380</ram:TypeCode>" in raw:
+                    yield name + ":avoir", raw.replace(b">380</ram:TypeCode>", b">381</ram:TypeCode>", 1)
+
+
+def verify_engine(paths: Iterable[Path], french: bool = False) -> Report:
+    """`edi rules verify-engine PATH...`: both engines on an operator's own invoices or flows
+    (files, folders, `.tar.gz` flows); documents that are neither UBL nor CII are skipped."""
+    return compare(documents_in(paths), french=french)
+
+
+def render(report: Report) -> str:
+    """The comparison as the operator reads it (French, one block per disagreement)."""
+    lines = [f"{report.documents} document(s) comparé(s), {report.agreed} identique(s) "
+             f"({report.agreement:.1%} d'accord entre Saxon et le moteur natif)."]
+    for d in report.disagreements:
+        lines.append(str(d))
+    return "\n".join(lines)

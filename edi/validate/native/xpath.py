@@ -645,8 +645,8 @@ class Compiler:
         if s == "(string)":
             v = [t.value]
             return lambda node, vs: v
-        if s in ("(integer)", "(decimal)"):
-            v = [t.value]
+        if s in ("(integer)", "(decimal)", "(float)", "(double)"):
+            v = [float(t.value) if s in ("(float)", "(double)") else t.value]
             return lambda node, vs: v
         if s == "$" and t[0].value not in subst:
             name = t[0].value
