@@ -136,6 +136,8 @@ class _Rule:
     batch: Any = None  # one libxml2 call answering every translated test of the rule
     batched: tuple[int, ...] = ()  # indexes in `checks` of those tests
     present: tuple = ()  # (index, wanted, descendant, alternative paths): path-existence tests
+    quiet: str = ""  # the batch's answer when none of its checks fires ('1' per assert, '0' per report)
+    others: tuple[int, ...] = ()  # indexes of the checks not in the batch
 
 
 class Engine:
@@ -183,8 +185,10 @@ class Engine:
                             self._index.setdefault(steps[-1], []).append(
                                 (len(self.patterns), len(rules), steps, absolute, check))
                     select = None if matches is not None else c.compile(select_expression(rule.context), {})
-                    rules.append(_Rule(select, variables, checks,
-                                       c.batch(tests) if tests else None, tuple(batched), tuple(present)))
+                    quiet = "".join("1" if checks[i].check.kind == "assert" else "0" for i in batched)
+                    others = tuple(i for i in range(len(checks)) if i not in set(batched))
+                    rules.append(_Rule(select, variables, checks, c.batch(tests) if tests else None,
+                                       tuple(batched), tuple(present), quiet, others))
                 self.patterns.append(rules)
         except (Untranslatable, XPathError) as exc:
             raise NotNative(str(exc)) from exc
@@ -231,7 +235,13 @@ class Engine:
                 values: dict[str, Any] = {MEMO: memo}
                 for name, fn in rule.variables:
                     values[name] = fn(node, values)
-                answers = dict(zip(rule.batched, rule.batch(node))) if rule.batch is not None else {}
+                flags = rule.batch(node) if rule.batch is not None else ""
+                if flags == rule.quiet and seen is None:
+                    answers: dict[int, str] = {}  # nothing batched fires: look at the others only
+                    todo = rule.others
+                else:
+                    answers = dict(zip(rule.batched, flags))
+                    todo = range(len(rule.checks))
                 if rule.present:
                     here = paths[node]
                     for i, wanted, descendant, alternatives in rule.present:
@@ -240,7 +250,8 @@ class Engine:
                         else:
                             found = any((here + a) in present for a in alternatives)
                         answers[i] = "1" if found == wanted else "0"
-                for i, c in enumerate(rule.checks):
+                for i in todo:
+                    c = rule.checks[i]
                     result = answers[i] == "1" if c.test is None else ebv(c.test(node, values))
                     fires = result == (c.check.kind == "report")
                     if seen is not None:
