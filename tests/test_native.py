@@ -30,11 +30,17 @@ UBL = (SAMPLES / "ubl_invoice.xml").read_bytes()
 @pytest.fixture(scope="module")
 def corpus() -> list[tuple[str, bytes]]:
     docs = list(differential.generated(4, seed=7, errors=0.75))
-    ubl = next(raw for name, raw in docs if name.startswith("FSO1100A") and "avoir" not in name)
-    cii = next(raw for name, raw in docs if name.startswith("FSO1106A") and "avoir" not in name)
+    # the richest of each syntax (most tax subtotals): rules then run on one of several siblings
+    ubl = max((raw for name, raw in docs if name.startswith("FSO1100A") and "avoir" not in name),
+              key=lambda raw: raw.count(b"<cac:TaxSubtotal>"))
+    cii = max((raw for name, raw in docs if name.startswith("FSO1106A") and "avoir" not in name),
+              key=lambda raw: raw.count(b"<ram:ApplicableTradeTax>"))
+    assert ubl.count(b"<cac:TaxSubtotal>") >= 2
     for raw in (ubl, cii):
         changed = list(differential.mutations(raw))
         docs += changed[:: max(1, len(changed) // 12)]  # a dozen, spread over the document
+        # and every amount removed: rules on one of several sibling groups (tax subtotals, lines)
+        docs += [m for m in changed if m[0].split("#")[0].endswith("Amount") and m[0].endswith(":remove")]
     return docs
 
 

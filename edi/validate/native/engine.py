@@ -11,6 +11,7 @@ where the meaning is the same, Python closures with XPath 2.0 semantics elsewher
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,6 +209,7 @@ class Engine:
                 parent = el.getparent()
                 paths[el] = (paths[parent] if parent is not None else ()) + (el.tag,)
         present = set(paths.values())
+        shared = {p for p, n in Counter(paths.values()).items() if n > 1}  # paths of several elements
         present.update(p + ("@" + a,) for el, p in paths.items() for a in el.attrib)
         by_last: dict[str, list[tuple[str, ...]]] = {}
         for p in present:
@@ -247,6 +249,8 @@ class Engine:
                     for i, wanted, descendant, alternatives in rule.present:
                         if descendant:
                             found = any(p[-len(a):] == a for a in alternatives for p in by_last.get(a[-1], ()))
+                        elif here in shared:  # the set says "some element there has it": walk this one
+                            found = any(_has_path(node, a) for a in alternatives)
                         else:
                             found = any((here + a) in present for a in alternatives)
                         answers[i] = "1" if found == wanted else "0"
@@ -260,6 +264,18 @@ class Engine:
                         hits.append(Hit(c.check.id, c.check.flag, c.check.kind, full_path(node),
                                         _message(c.text, node, values)))
         return hits
+
+
+def _has_path(node: etree._Element, steps: tuple[str, ...]) -> bool:
+    """Whether `node` has the child path `steps` (an attribute as the last step)."""
+    level = [node]
+    for step in steps:
+        if step.startswith("@"):
+            return any(step[1:] in el.attrib for el in level)
+        level = [child for el in level for child in el.iterchildren(step)]
+        if not level:
+            return False
+    return True
 
 
 def _message(text: list, node: Any, values: dict) -> str:

@@ -891,11 +891,27 @@ class Compiler:
             text = t.symbol + base if len(t) == 1 else f"{tr(t[0])[0]}{t.symbol}{base}"
             if len(t) == 2 and tr(t[0])[1] != NODES:
                 return None
+        except Untranslatable:
+            return None
+        # boolean predicates commute: the translatable ones go into libxml2's selection
+        rest = []
+        for p in preds:
+            tp = _SubstTranslator(subst)
+            tp.depth = 1
+            try:
+                ptext, pkind = tp(p)
+            except Untranslatable:
+                rest.append(p)
+                continue
+            if pkind in (NUM, NUMQ):
+                return None
+            text += f"[{ptext}]"
+        try:
             xp = self._xpath(text)
-        except (Untranslatable, etree.XPathSyntaxError):
+        except etree.XPathSyntaxError:
             return None
         self.translated += 1
-        filters = [self.build(p, subst) for p in preds]
+        filters = [self.build(p, subst) for p in rest]
 
         base = _memoized(xp, text)
 
