@@ -4,8 +4,9 @@ Per document and rule set, both engines run and the sets of (rule id, flag, loca
 are compared; a dynamic error (Saxon stops the transformation) must be an error on both sides.
 The corpus is generated (`edi.gen` UBL and CII invoices with every error kind, credit notes
 derived from them) plus targeted mutations of each (one element removed, emptied, given a bad
-code, or an amount shifted by a cent or given a third decimal), so that each rule is seen both
-firing and passing; `Report.unexercised` lists the rule ids that were not.
+code, or an amount shifted by a cent or given a third decimal) and insertions read off the rules
+(each path a rule forbids, added), so that each rule is seen both firing and passing;
+`Report.unexercised` lists the rule ids that were not.
 """
 
 from __future__ import annotations
@@ -188,6 +189,40 @@ def mutations(raw: bytes, limit: int | None = None) -> Iterator[tuple[str, bytes
             count += 1
             if limit is not None and count >= limit:
                 return
+
+
+def insertions(raw: bytes, ruleset: str) -> Iterator[tuple[str, bytes]]:
+    """Targeted mutations read off the compiled rules: for each test that forbids a path under
+    its context (`not(cac:A/cbc:B)`, most UBL-CR rules), a copy of the document where the first
+    node of that context gets the path (element chain, attribute last) — so the rule fires."""
+    from edi.validate.native.engine import select_expression
+    from edi.validate.native.xpath import Compiler
+
+    engine = engine_for(ruleset)
+    c = Compiler(engine.ruleset.namespaces, {})
+    doc = etree.fromstring(raw, _PARSER)
+    for pattern, rules in zip(engine.ruleset.patterns, engine.patterns):
+        for rule, built in zip(pattern.rules, rules):
+            forbidding = [(i, alts[0]) for i, wanted, descendant, alts in built.present if not wanted]
+            if not forbidding:
+                continue
+            where = c.translate(select_expression(rule.context), {})
+            if where is None:
+                continue
+            for index, (i, steps) in enumerate(forbidding):
+                copy = etree.fromstring(raw, _PARSER)
+                targets = copy.xpath(where, namespaces=c.namespaces)
+                if not targets or not isinstance(targets[0], etree._Element):
+                    break
+                node = targets[0]
+                for step in steps:
+                    if step.startswith("@"):
+                        node.set(step[1:], "1")
+                    else:
+                        node = etree.SubElement(node, step)
+                        node.text = "1"
+                yield f"{built.checks[i].check.id}:insert", etree.tostring(copy, xml_declaration=True, encoding="UTF-8")
+    del doc
 
 
 def generated(invoices: int, seed: int = 1, errors: float = 0.5) -> Iterator[tuple[str, bytes]]:
