@@ -218,9 +218,11 @@ def insertions(raw: bytes, ruleset: str) -> Iterator[tuple[str, bytes]]:
                 for step in steps:
                     if step.startswith("@"):
                         node.set(step[1:], "1")
-                    else:
-                        node = etree.SubElement(node, step)
-                        node.text = "1"
+                    else:  # reuse the element when there is one: the schema's cardinalities hold
+                        existing = next(node.iterchildren(step), None)
+                        node = existing if existing is not None else etree.SubElement(node, step)
+                        if existing is None:
+                            node.text = "1"
                 yield f"{built.checks[i].check.id}:insert", etree.tostring(copy, xml_declaration=True, encoding="UTF-8")
     del doc
 
