@@ -200,7 +200,6 @@ def insertions(raw: bytes, ruleset: str) -> Iterator[tuple[str, bytes]]:
 
     engine = engine_for(ruleset)
     c = Compiler(engine.ruleset.namespaces, {})
-    doc = etree.fromstring(raw, _PARSER)
     for pattern, rules in zip(engine.ruleset.patterns, engine.patterns):
         for rule, built in zip(pattern.rules, rules):
             forbidding = [(i, alts[0]) for i, wanted, descendant, alts in built.present if not wanted]
@@ -209,7 +208,7 @@ def insertions(raw: bytes, ruleset: str) -> Iterator[tuple[str, bytes]]:
             where = c.translate(select_expression(rule.context), {})
             if where is None:
                 continue
-            for index, (i, steps) in enumerate(forbidding):
+            for i, steps in forbidding:
                 copy = etree.fromstring(raw, _PARSER)
                 targets = copy.xpath(where, namespaces=c.namespaces)
                 if not targets or not isinstance(targets[0], etree._Element):
@@ -224,7 +223,6 @@ def insertions(raw: bytes, ruleset: str) -> Iterator[tuple[str, bytes]]:
                         if existing is None:
                             node.text = "1"
                 yield f"{built.checks[i].check.id}:insert", etree.tostring(copy, xml_declaration=True, encoding="UTF-8")
-    del doc
 
 
 def generated(invoices: int, seed: int = 1, errors: float = 0.5) -> Iterator[tuple[str, bytes]]:

@@ -641,7 +641,7 @@ class Compiler:
         return etree.XPath(text, namespaces=self.namespaces, extensions=extensions, regexp=False)
 
     def build(self, t: Any, subst: dict[str, str]) -> Fn:
-        s, n = t.symbol, len(t)
+        s = t.symbol
         if s == "(string)":
             v = [t.value]
             return lambda node, vs: v
