@@ -90,6 +90,8 @@ def _pattern_steps(c: Compiler, t: Any) -> list[tuple[str, str, list[str]]] | No
             return None
         preds.insert(0, pred)
         t = t[0]
+    if t.symbol == "*" and len(t) == 0:
+        return [("*", "*", preds)]
     steps = c.child_steps(t)
     if steps is None or len(steps) != 1 or steps[0].startswith("@"):
         return None
@@ -109,7 +111,7 @@ def _plain_matches(c: Compiler, context: str) -> list[tuple[tuple[str, ...], boo
             steps = _pattern_steps(c, c.parse(body, ()))
         except Exception:  # noqa: BLE001 - not a plain path: matched by libxml2 instead
             return None
-        if not steps or any(name == "*" for name, _, _ in steps):
+        if not steps or steps[-1][0] == "*":
             return None
         check = None
         if any(preds for _, _, preds in steps):
@@ -220,8 +222,7 @@ class Engine:
         matched: list[dict[Any, int]] = [{} for _ in self.patterns]  # per pattern: node -> rule rank
         for el, path in paths.items():
             for pattern, rank, steps, absolute, check in index.get(el.tag, ()):
-                if ((path == steps) if absolute else (path[-len(steps):] == steps)) and (
-                        check is None or check(el)):
+                if _path_matches(path, steps, absolute) and (check is None or check(el)):
                     seen_rank = matched[pattern].get(el)
                     if seen_rank is None or rank < seen_rank:
                         matched[pattern][el] = rank
@@ -264,6 +265,17 @@ class Engine:
                         hits.append(Hit(c.check.id, c.check.flag, c.check.kind, full_path(node),
                                         _message(c.text, node, values)))
         return hits
+
+
+def _path_matches(path: tuple[str, ...], steps: tuple[str, ...], absolute: bool) -> bool:
+    """Whether an element's path (names from the root) matches a pattern's child steps ("*"
+    matches any name): the whole path when the pattern is absolute, its end otherwise."""
+    if absolute and len(path) != len(steps) or len(path) < len(steps):
+        return False
+    tail = path[-len(steps):]
+    if "*" not in steps:
+        return tail == steps
+    return all(s == "*" or s == p for s, p in zip(steps, tail))
 
 
 def _has_path(node: etree._Element, steps: tuple[str, ...]) -> bool:
