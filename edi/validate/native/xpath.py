@@ -437,6 +437,13 @@ class Translator:
             if kind in (NUM, NUMQ, BOOL):
                 raise Untranslatable("upper-case() of a number")
             return f"translate({inner}, '{_LOWER}', '{_LOWER.upper()}')", STRING
+        if s == "ends-with" and n == 2 and t[1].symbol == "(string)":
+            inner, kind = self(t[0])
+            if kind in (NUM, NUMQ, BOOL):
+                raise Untranslatable("ends-with() of a number")
+            lit = _literal(t[1].value)
+            return (f"(substring({inner}, string-length({inner}) - string-length({lit}) + 1) = {lit})",
+                    BOOL)
         if s in _EXT_STRING:
             args = [self(c) for c in t]
             if any(k in (NUM, NUMQ, BOOL) for _, k in args):
