@@ -9,6 +9,14 @@ For the same N UBL invoices (`edi.gen`, FSO1100A `.tar.gz`, fixed seed), prints 
   (c) the same with the schematron off (`[validation] schematron = false`);
   (d) the pipeline with 1 and with 2 validation worker processes (`processes = 1` is (b)).
 
+and, for the native engine (`[validation] engine = "native"`, edi.validate.native), side by side
+with Saxon on the same invoices (CPU time of this one process, i.e. per core):
+
+  (n1) native EN 16931 rules alone, UBL, against (a);
+  (n2) the same for CII (1,000 generated FSO1106A invoices) against the bare CII XSLT;
+  (n3) `edi serve` warm with the native engine, checks in the process: invoices/s per core end
+       to end, and the RSS of that process; (n4) the RSS of each worker of a pool of 2;
+
 and the ratios (b)/(a) in time per invoice (target <= 1.3) and the speed-up of 2 workers over 1
 (target >= 1.7), with the machine's own parallel capacity (two CPU-bound processes against one)
 to read (d) by. Pipeline figures are the wall clock of the `edi ingest` process, start-up and
@@ -17,7 +25,13 @@ one-invoice flow (interpreter start, imports, schema creation, compilation), to 
 invoice once warm.
 
     .venv/bin/python benchmarks/schematron.py [--invoices 1000] [--seed 1] [--errors 0]
-        [--repeat 1] [--keep DIR] [--profile b|d2]
+        [--repeat 1] [--keep DIR] [--profile b|d2] [--native-only] [--differential N]
+
+`--native-only` skips the Saxon pipeline cases (b)–(d) and prints (a), (n1)–(n4).
+`--differential N` runs the whole differential corpus instead (N generated UBL and CII invoices
+with every error kind, credit notes, every mutation of the first few, and the insertions read
+off the rules for an invoice, a credit note and a CII invoice): agreement with Saxon,
+disagreements, and the rules never seen both firing and passing.
 
 `--repeat R` runs every pipeline case R times and keeps the best (least disturbed) run.
 `--profile CASE` runs case b (one process) or d2 (two workers; only the parent process is
@@ -89,23 +103,53 @@ def bare_xslt(raws: list[bytes]) -> tuple[float, int]:
     return time.perf_counter() - started, fatal
 
 
-def write_config(site: Path, processes: int, schematron: bool) -> Path:
+def bare_rules(raws: list[bytes], ruleset: str, native: bool) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, fatal findings) of one rule set alone on every invoice: Saxon
+    (`Schematron.check`, bytes in) or native (`NativeRules.check` on the parsed tree, as the
+    pipeline hands it over; parsing included)."""
+    from lxml import etree
+
+    from edi.validate.native.rules import NativeRules
+
+    rules = NativeRules(ruleset) if native else Schematron(ruleset)
+    rules.compile()
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+
+    def one(raw: bytes) -> list:
+        return rules.check(raw, "", etree.fromstring(raw, parser)) if native else rules.check(raw)
+
+    for raw in raws[:WARM_UP]:
+        one(raw)
+    fatal = 0
+    cpu, started = time.process_time(), time.perf_counter()
+    for raw in raws:
+        fatal += sum(1 for f in one(raw) if f.fatal)
+    return time.perf_counter() - started, time.process_time() - cpu, fatal
+
+
+def rss_mb(pid: int | None = None) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 1e6
+
+
+def write_config(site: Path, processes: int, schematron: bool, engine: str = "saxon") -> Path:
     cfg = site / "edi.toml"
     cfg.write_text(
         f'[spool]\nroot = "{site / "spool"}"\n[database]\nurl = "sqlite:///{site / "edi.db"}"\n'
         '[directory]\nej_patterns = { "11000201100044" = "^14\\\\d{8}$" }\n'
-        f'[validation]\nprocesses = {processes}\nschematron = {str(schematron).lower()}\n'
+        f'[validation]\nprocesses = {processes}\nschematron = {str(schematron).lower()}\nengine = "{engine}"\n'
         '[sftp]\nenabled = false\n[web]\nenabled = false\n[logging]\nformat = "json"\nlevel = "warning"\n'
         '[[partners]]\napp = "DEMO"\ninterfaces = ["FSO1100A", "FSO1106A", "FSO1110A"]\n'
     )
     return cfg
 
 
-def new_site(flow, site: Path, processes: int, schematron: bool, env: dict) -> Path:
+def new_site(flow, site: Path, processes: int, schematron: bool, env: dict, engine: str = "saxon") -> Path:
     """An empty site (spool + SQLite) with its configuration and the flow's directory imported."""
     shutil.rmtree(site, ignore_errors=True)
     site.mkdir(parents=True)
-    cfg = write_config(site, processes, schematron)
+    cfg = write_config(site, processes, schematron, engine)
     subprocess.run([*EDI, "--config", str(cfg), "directory", "import", str(flow.structures_csv),
                     "--services", str(flow.services_csv)], check=True, stdout=subprocess.DEVNULL, env=env)
     return cfg
@@ -147,18 +191,21 @@ def warm_run(cfg_path: str, warm_flow: str, flow: str) -> None:
     log.configure("json", "warning")
     ingest_paths(cfg, [Path(warm_flow)])
     processes = cfg.validation.processes
+    engine = cfg.validation.engine
+    workers: list[int] = []
     if processes > 1:
-        for future in pool.shared(processes).start(pool.Settings(), "UBL"):
-            future.result()
+        workers = [f.result() for f in pool.shared(processes).start(pool.Settings(engine=engine), "UBL")]
     cpu0, started = time.process_time(), time.perf_counter()
     [done] = ingest_paths(cfg, [Path(flow)])
     wall = time.perf_counter() - started
     print(json.dumps({"wall": wall, "parent_cpu": time.process_time() - cpu0, "invoices": done.invoice_count,
-                      "accepted": done.accepted_count}))
+                      "accepted": done.accepted_count, "rss": rss_mb(),
+                      "worker_rss": [rss_mb(pid) for pid in workers],
+                      "saxon": "saxonche" in sys.modules}))
 
 
-def warm(flow, warm_flow, work: Path, name: str, processes: int, env: dict) -> dict:
-    cfg = new_site(flow, work / name, processes, True, env)
+def warm(flow, warm_flow, work: Path, name: str, processes: int, env: dict, engine: str = "saxon") -> dict:
+    cfg = new_site(flow, work / name, processes, True, env, engine)
     out = subprocess.run([sys.executable, __file__, "--warm-run", str(cfg), str(warm_flow.path), str(flow.path)],
                          check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -184,10 +231,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp folder)")
     ap.add_argument("--profile", choices=("b", "d2"))
+    ap.add_argument("--native-only", action="store_true")
+    ap.add_argument("--differential", type=int, metavar="N")
     ap.add_argument("--warm-run", nargs=3, metavar=("CONFIG", "WARM_FLOW", "FLOW"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.warm_run:
         return warm_run(*args.warm_run)
+    if args.differential:
+        return differential(args.differential, args.seed)
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDI_")}
     work = args.keep or Path(tempfile.mkdtemp(prefix="edi-bench-sch-"))
@@ -205,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
         bare_s, fatal = bare_xslt(raws)
         print(f"(a) bare EN 16931 XSLT (saxonche)     {bare_s:7.2f} s  {n / bare_s:7.0f} inv/s  "
               f"{bare_s / n * 1000:6.2f} ms/inv  ({fatal} fatal findings)", flush=True)
+        native_section(raws, work, flow, warm_flow, args.seed, n, env)
+        if args.native_only:
+            return
 
         cases = {"b": (1, True), "c": (1, False), "d2": (2, True)}
         results = {}
@@ -258,6 +312,57 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def native_section(raws: list[bytes], work: Path, flow, warm_flow, seed: int, n: int, env: dict) -> None:
+    """(n1)–(n4): the native engine side by side with Saxon, CPU time of one process (per core)."""
+    cii_flow = generator.generate("FSO1106A", n, work / "gen-cii", seed=seed)
+    cii = members(cii_flow.path)
+    print("\nNative engine vs Saxon, same invoices, CPU of one process (= per core):")
+    print(f"{'':24}{'Saxon ms/inv':>13}{'native ms/inv':>15}{'Saxon inv/s':>13}{'native inv/s':>14}"
+          f"{'ratio':>8}  target")
+    for label, ruleset, docs in (("(n1) UBL EN 16931 rules", "EN16931-UBL", raws),
+                                 ("(n2) CII EN 16931 rules", "EN16931-CII", cii)):
+        _, saxon_cpu, saxon_fatal = bare_rules(docs, ruleset, native=False)
+        _, native_cpu, native_fatal = bare_rules(docs, ruleset, native=True)
+        ratio = saxon_cpu / native_cpu
+        print(f"{label:24}{saxon_cpu / len(docs) * 1000:13.2f}{native_cpu / len(docs) * 1000:15.2f}"
+              f"{len(docs) / saxon_cpu:13.0f}{len(docs) / native_cpu:14.0f}{ratio:7.2f}x  >= 3x "
+              f"{'ok' if ratio >= 3 else 'MISSED'}  (fatal findings {saxon_fatal} / {native_fatal})", flush=True)
+    one = warm(flow, warm_flow, work, "n3", 1, env, engine="native")
+    assert one["invoices"] == n, one
+    per_core = n / one["parent_cpu"]
+    print(f"(n3) edi serve warm, native, checks in the process: {n / one['wall']:.0f} inv/s wall, "
+          f"{per_core:.0f} inv/s per core (CPU) (target >= 600 {'ok' if per_core >= 600 else 'MISSED'}); "
+          f"RSS {one['rss']:.0f} MB; Saxon loaded: {one['saxon']}")
+    two = warm(flow, warm_flow, work, "n4", 2, env, engine="native")
+    rss = max(two["worker_rss"] or [0])
+    print(f"(n4) pool of 2 workers, native: {n / two['wall']:.0f} inv/s wall; worker RSS "
+          f"{', '.join(f'{r:.0f}' for r in two['worker_rss'])} MB (target < 100 {'ok' if rss < 100 else 'MISSED'})",
+          flush=True)
+
+
+def differential(n: int, seed: int) -> None:
+    """The whole differential corpus (see --differential)."""
+    from edi.validate.native import differential as diff
+
+    started = time.perf_counter()
+    base = list(generator.differential_corpus(n, seed=seed, errors=0.5))
+    docs = list(base)
+    firsts = [raw for name, raw in base if "avoir" not in name][:: max(1, n // 3)][:6]
+    for raw in firsts:
+        docs += list(diff.mutations(raw))
+    for name, raw in base[:2] + [next(b for b in base if b[0].startswith("FSO1106A"))]:
+        docs += list(diff.insertions(raw, "EN16931-CII" if name.startswith("FSO1106A") else "EN16931-UBL"))
+    report = diff.compare(docs)
+    print(f"differential corpus: {len(base)} generated documents + {len(docs) - len(base)} mutations; "
+          f"{report.documents} compared in {time.perf_counter() - started:.0f} s")
+    print(f"agreement with Saxon: {report.agreed}/{report.documents} = {report.agreement:.2%}")
+    for d in report.disagreements[:50]:
+        print(d)
+    for ruleset in sorted(report.seen):
+        missing = report.unexercised(ruleset)
+        print(f"{ruleset}: {len(missing)} rule ids not seen both firing and passing: {' '.join(missing)}")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ import random
 import re
 import tarfile
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -985,3 +985,22 @@ def generate(
     finally:
         tmp.unlink(missing_ok=True)
     return GeneratedFlow(path, flow_id, interface, records, structures_csv, services_csv, partner)
+
+
+def differential_corpus(invoices: int, seed: int = 1, errors: float = 0.5) -> Iterator[tuple[str, bytes]]:
+    """Generated UBL and CII invoices (every error kind) and credit notes made from them: the
+    corpus on which the native engine is compared with Saxon (tests, benchmark)."""
+    import tempfile
+
+    from edi.validate.native.differential import credit_note, documents_in
+
+    kinds = tuple(k for k in ERROR_KINDS if k != "duplicate")
+    with tempfile.TemporaryDirectory(prefix="edi-diff-") as tmp:
+        for interface in ("FSO1100A", "FSO1106A"):
+            flow = generate(interface, invoices, Path(tmp) / interface, errors=errors, seed=seed, kinds=kinds)
+            for name, raw in documents_in([flow.path]):
+                yield name, raw
+                if interface == "FSO1100A":
+                    yield name + ":avoir", credit_note(raw)
+                elif b">380</ram:TypeCode>" in raw:
+                    yield name + ":avoir", raw.replace(b">380</ram:TypeCode>", b">381</ram:TypeCode>", 1)

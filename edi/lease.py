@@ -23,7 +23,7 @@ from datetime import timedelta, timezone
 from sqlalchemy import select, update
 
 from edi import db, log, trace
-from edi.db.models import IN_PROGRESS, ON_HOLD, RECEIVED, TERMINAL_STATES, Flow, utcnow
+from edi.db.models import IN_PROGRESS, ON_HOLD, RECEIVED, Flow, utcnow
 
 LOG = log.get("edi.lease")
 MAX_ATTEMPTS = 3

@@ -4,7 +4,6 @@ tests/test_layers.py)."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest

