@@ -23,6 +23,7 @@ from edi import db, log
 from edi.config import Config
 from edi.ingest import intake
 from edi.spool import Spool
+from edi.validate import pool
 from edi.worker import prepare, run_once
 
 LOG = log.get("edi.serve")
@@ -68,7 +69,10 @@ def _worker_process(config_path, stop_event) -> None:
         stop.set()
 
     threading.Thread(target=_watch, daemon=True).start()
-    _loop(cfg, prepare(cfg), stop, threading.Event(), _readiness(cfg))
+    try:
+        _loop(cfg, prepare(cfg), stop, threading.Event(), _readiness(cfg))
+    finally:
+        pool.close_all()
 
 
 def serve(cfg: Config) -> None:

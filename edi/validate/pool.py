@@ -204,7 +204,9 @@ def shared(processes: int) -> Pool:
 
 
 @atexit.register
-def _close_all() -> None:
+def close_all() -> None:
+    """Close every pool of this process (at exit; a multiprocessing child must call it itself:
+    it leaves without running atexit, and would wait forever for the pool's processes)."""
     for pool in _pools.values():
         pool.close()
     _pools.clear()
