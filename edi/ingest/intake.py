@@ -127,12 +127,7 @@ def record(url: str, spool: Spool, work_file: Path, *, source: str) -> Flow:
         app=app, filename=filename, size=work_file.stat().st_size, sha256=sha256_of(work_file),
         archive_path=str(archive), work_path=str(work_file), source=source, state=RECEIVED, received_at=now,
     )
-    with db.session(url) as s:
-        s.add(flow)
-        s.flush()
-        trace.add(s, flow.id, trace.RECEIVED, trace.OK, f"{source}, {flow.size} octets, sha256 {flow.sha256}")
-        s.commit()
-        s.refresh(flow)
+    _record(url, flow, trace.OK, f"{source}, {flow.size} octets, sha256 {flow.sha256}")
     crash_point("recorded")
     _archive(url, flow.id, work_file, archive)
     LOG.info("flow_received", flow=flow.id, app=app, file=filename, bytes=flow.size, sha256=flow.sha256,
@@ -177,16 +172,21 @@ def take(url: str, spool: Spool, source: Path, app: str, *, move: bool, origin: 
         return record(url, spool, work_file, source=origin) if mine else None
 
 
+def _record(url: str, flow: Flow, outcome: str, detail: str) -> None:
+    """Insert the Flow row and its `received` step in one transaction (the id exists from then on)."""
+    with db.session(url) as s:
+        s.add(flow)
+        s.flush()
+        trace.add(s, flow.id, trace.RECEIVED, outcome, detail)
+        s.commit()
+        s.refresh(flow)
+
+
 def record_refused(url: str, app: str, filename: str, size: int, *, source: str) -> Flow:
     """A flow refused while it arrived (SFTP upload over the size limit): no bytes to archive,
     but a Flow row all the same, so that it gets its IRR_TAILLE report like any other."""
     flow = Flow(app=app, filename=filename, size=size, source=source, state=RECEIVED)
-    with db.session(url) as s:
-        s.add(flow)
-        s.flush()
-        trace.add(s, flow.id, trace.RECEIVED, trace.KO, f"{source}, {size} octets, refusé à l'arrivée")
-        s.commit()
-        s.refresh(flow)
+    _record(url, flow, trace.KO, f"{source}, {size} octets, refusé à l'arrivée")
     LOG.warning("flow_refused_on_arrival", flow=flow.id, app=app, file=filename, bytes=size, source=source)
     return flow
 
