@@ -289,7 +289,8 @@ def test_openapi_documents_the_api(console, ops):
     assert "cdn" not in docs.text.lower()  # served whole from here
     paths = client.get("/api/openapi.json", headers=console.token("demo")).json()["paths"]
     assert set(paths) == {"/api/v1/flows", "/api/v1/flows/{ref}", "/api/v1/invoices",
-                          "/api/v1/invoices/{deposit_no}"}
+                          "/api/v1/invoices/{deposit_no}", "/api/v1/flows/{ref}/retry", "/api/v1/flows/{ref}/reprocess",
+                          "/api/v1/flows/{ref}/reports/{filename}/resend", "/api/v1/invoices/{deposit_no}/status"}
     assert "post" in paths["/api/v1/flows"]
 
 

@@ -1,7 +1,8 @@
 """The console's pages, in French, rendered on the server (no JavaScript needed).
 
-Tableau de bord, flows and invoices (search, detail, CSV export), reports rendered in French and
-downloadable as XML, the printable deposit certificate, a deposit form. Every page needs a
+Tableau de bord, flows and invoices (search, detail with the step trace, CSV export), reports
+rendered in French and downloadable as XML, the printable deposit certificate, a deposit form,
+and the actions of `edi.web.actions` (ops: retry, resend, reprocess; recipients: statuses). Every page needs a
 session; every form carries the CSRF token. What is outside the user's scope answers 404.
 """
 
@@ -17,9 +18,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from edi import log, queries
+from edi import lifecycle, log, queries
 from edi.reports.render import render_text
-from edi.web import search, upload, users
+from edi.web import actions, search, upload, users
 from edi.web.auth import check_csrf, page_user
 from edi.web.users import User
 
@@ -194,12 +195,47 @@ def _visible_flow(request: Request, user: User, ref: str) -> dict:
     return detail
 
 
-@router.get("/flux/{ref}")
-def flow(request: Request, user: PageUser, ref: str):
+def _flow_page(request: Request, user: User, ref: str, status_code: int = 200, **extra):
     detail = _visible_flow(request, user, ref)
     reports = [dict(filename=r["filename"], text=render_text(r["content"]))
                for r in queries.report_contents(request.app.state.web.url, detail["id"])]
-    return _render(request, "flow.html", {"flow": detail, "reports": reports})
+    return _render(request, "flow.html", {"flow": detail, "reports": reports, "message": "", "error": "",
+                                          "reprocessed": None, **extra}, status_code)
+
+
+@router.get("/flux/{ref}")
+def flow(request: Request, user: PageUser, ref: str):
+    return _flow_page(request, user, ref)
+
+
+def _flow_action(request: Request, user: User, ref: str, csrf: str, action):
+    """An ops action on a flow, then its page with the outcome (or the refusal) on top."""
+    check_csrf(request, csrf)
+    try:
+        done = action(request.app.state.web)
+    except actions.ActionRefused as exc:
+        if exc.status == 404:
+            raise HTTPException(404, exc.message) from None
+        return _flow_page(request, user, ref, exc.status, error=exc.message)
+    if isinstance(done, str):
+        return _flow_page(request, user, ref, message=done)
+    return _flow_page(request, user, ref, reprocessed=done)
+
+
+@router.post("/flux/{ref}/relancer")
+def flow_retry(request: Request, user: PageUser, ref: str, csrf: Annotated[str, Form()] = ""):
+    return _flow_action(request, user, ref, csrf, lambda web: actions.retry_flow(web, user, ref))
+
+
+@router.post("/flux/{ref}/retraiter")
+def flow_reprocess(request: Request, user: PageUser, ref: str, csrf: Annotated[str, Form()] = "",
+                   essai: Annotated[str, Form()] = ""):
+    return _flow_action(request, user, ref, csrf, lambda web: actions.reprocess_flow(web, user, ref, bool(essai)))
+
+
+@router.post("/flux/{ref}/rapports/{filename}/renvoyer")
+def report_resend(request: Request, user: PageUser, ref: str, filename: str, csrf: Annotated[str, Form()] = ""):
+    return _flow_action(request, user, ref, csrf, lambda web: actions.resend_report(web, user, ref, filename))
 
 
 @router.get("/flux/{ref}/rapports/{filename}")
@@ -257,9 +293,32 @@ def _visible_invoice(request: Request, user: User, deposit_no: str) -> dict:
     return queries.invoice_detail(url, deposit_no)
 
 
+def _invoice_page(request: Request, user: User, deposit_no: str, status_code: int = 200, **extra):
+    inv = _visible_invoice(request, user, deposit_no)
+    choices = actions.status_choices(user, inv["status"]) if user.role in ("ops", "recipient") else []
+    return _render(request, "invoice.html", {"inv": inv, "choices": choices, "reasons": lifecycle.REASONS,
+                                             "message": "", "error": "", **extra}, status_code)
+
+
 @router.get("/factures/{deposit_no}")
 def invoice(request: Request, user: PageUser, deposit_no: str):
-    return _render(request, "invoice.html", {"inv": _visible_invoice(request, user, deposit_no)})
+    return _invoice_page(request, user, deposit_no)
+
+
+@router.post("/factures/{deposit_no}/statut")
+def invoice_status(request: Request, user: PageUser, deposit_no: str, csrf: Annotated[str, Form()] = "",
+                   statut: Annotated[str, Form()] = "", motif: Annotated[str, Form()] = "",
+                   commentaire: Annotated[str, Form()] = "", mandat: Annotated[str, Form()] = ""):
+    check_csrf(request, csrf)
+    try:
+        applied = actions.set_status(request.app.state.web, user, deposit_no, statut, motif, commentaire, mandat)
+    except actions.ActionRefused as exc:
+        if exc.status == 404:
+            raise HTTPException(404, exc.message) from None
+        return _invoice_page(request, user, deposit_no, exc.status, error=exc.message)
+    return _invoice_page(request, user, deposit_no, message=(
+        f"Statut {applied.previous} → {applied.status} {lifecycle.LABELS[applied.status]} enregistré ; "
+        f"compte rendu {applied.report} envoyé au fournisseur."))
 
 
 @router.get("/factures/{deposit_no}/certificat")
