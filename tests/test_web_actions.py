@@ -140,3 +140,19 @@ def test_ops_reprocess_and_resend(tmp_path, db_url):
     assert f"{name} renvoyé par ops" in console.platform.detail(flow_id)["trace"][-1]["detail"]
     missing = api.post(f"/api/v1/flows/{flow_id}/reports/NOPE.xml/resend", headers=console.token("ops"))
     assert missing.status_code == 404
+
+
+def test_directory_and_partners_pages(tmp_path):
+    console = make_console(tmp_path)
+    sender = _session(console, "demo")
+    found = sender.get("/annuaire", params={"name": "Informatique financiere", "city": "montreuil"})
+    assert found.status_code == 200 and "11000201100044" in found.text
+    assert sender.get("/annuaire", params={"city": "montreuil", "name": "zzz"}).text.count("/annuaire/1") == 0
+    page = sender.get("/annuaire/11000201100044")
+    assert "AIFE-DSI" in page.text and "Direction des systèmes d" in page.text
+    assert sender.get("/annuaire/00000000000000").status_code == 404
+    exported = sender.get("/annuaire.csv", params={"siret": "11000201100044"})
+    assert exported.text.lstrip("\ufeff").splitlines()[1].startswith("11000201100044;")
+    assert sender.get("/partenaires").status_code == 404  # ops only
+    listed = _session(console, "ops").get("/partenaires")
+    assert listed.status_code == 200 and "Opérateur de démonstration" in listed.text and "/flux?partner=AUTRE" in listed.text

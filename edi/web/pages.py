@@ -330,3 +330,41 @@ def certificate(request: Request, user: PageUser, deposit_no: str):
         digest = ""
     deposited = next((e["at"] for e in inv["events"] if e["code"] == "01"), None)
     return _render(request, "certificate.html", {"inv": inv, "sha256_hex": digest, "deposited": deposited})
+
+
+# ------------------------------------------------------------------ directory and partners
+
+
+STRUCTURE_COLUMNS = {"siret": "SIRET", "name": "Raison sociale", "postal_code": "Code postal", "city": "Ville",
+                     "active": "Active", "service_required": "Service obligatoire", "ej_required": "Engagement obligatoire"}
+
+
+@router.get("/annuaire")
+def directory(request: Request, user: PageUser):
+    f = search.StructureFilter.of(request.query_params)
+    found = search.search_structures(request.app.state.web.url, f, _page_number(request))
+    return _render(request, "directory.html", {"f": f, "found": found, "links": _links(request, found)})
+
+
+@router.get("/annuaire.csv")
+def directory_csv(request: Request, user: PageUser):
+    rows = search.all_structures(request.app.state.web.url, search.StructureFilter.of(request.query_params))
+    return _csv(rows, STRUCTURE_COLUMNS, "annuaire.csv")
+
+
+@router.get("/annuaire/{siret}")
+def structure(request: Request, user: PageUser, siret: str):
+    found = search.structure_detail(request.app.state.web.url, siret)
+    if found is None:
+        raise HTTPException(404, f"Structure {siret} absente de l'annuaire.")
+    return _render(request, "structure.html", {"st": found})
+
+
+@router.get("/partenaires")
+def partners_page(request: Request, user: PageUser):
+    """Partner accounts (ops only: keys and accounts are not other partners' business)."""
+    from edi import partners
+
+    if user.role != "ops":
+        raise HTTPException(404, "Page introuvable.")
+    return _render(request, "partners.html", {"partners": partners.list_partners(request.app.state.web.url)})

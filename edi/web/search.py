@@ -18,7 +18,7 @@ from sqlalchemy import Numeric, case, cast, false, func, or_, select
 
 from edi import db
 from edi.finding import FATAL
-from edi.db.models import ON_HOLD, IN_PROGRESS, RECEIVED, Finding, Flow, Invoice, Partner, ReportPush
+from edi.db.models import ON_HOLD, IN_PROGRESS, RECEIVED, Finding, Flow, Invoice, Partner, ReportPush, Service, Structure
 from edi.reports.statut import LIFECYCLE_LABELS
 from edi.web.users import User
 
@@ -241,6 +241,63 @@ def flow_visible(url: str, scope: Scope, flow_id: int) -> bool:
 
 def invoice_visible(url: str, scope: Scope, deposit_no: str) -> bool:
     return bool(_page(url, _invoices_query(scope, InvoiceFilter(deposit_no=deposit_no)), 1, 1, _invoice_row).rows)
+
+
+# ------------------------------------------------------------------ directory
+
+
+@dataclass(frozen=True)
+class StructureFilter:
+    siret: str = ""
+    name: str = ""  # part of the raison sociale, any case
+    city: str = ""  # part of the city, any case
+
+    @classmethod
+    def of(cls, params) -> StructureFilter:
+        return cls(**{f.name: (params.get(f.name) or "").strip() for f in fields(cls)})
+
+
+def _contains(column, text: str):
+    return func.lower(column).like("%" + text.lower().replace("\\", "").replace("%", "").replace("_", "") + "%")
+
+
+def _structures_query(f: StructureFilter):
+    query = select(Structure)
+    if f.siret:
+        query = query.where(Structure.siret == f.siret)
+    if f.name:
+        query = query.where(_contains(Structure.name, f.name))
+    if f.city:
+        query = query.where(_contains(Structure.city, f.city))
+    return query.order_by(Structure.siret)
+
+
+def structure_row(st: Structure) -> dict:
+    return dict(siret=st.siret, name=st.name, city=st.city, postal_code=st.postal_code, active=st.active,
+                edi_receiver=st.edi_receiver, service_required=st.service_required, ej_required=st.ej_required,
+                service_or_ej=st.service_or_ej, moa_only=st.moa_only)
+
+
+def search_structures(url: str, f: StructureFilter, page: int = 1, size: int = PAGE_SIZE) -> Page:
+    """The directory of public structures (public data: every role may search it)."""
+    return _page(url, _structures_query(f), page, size, structure_row)
+
+
+def all_structures(url: str, f: StructureFilter) -> Iterator[dict]:
+    with db.session(url) as s:
+        for (st,) in s.execute(_structures_query(f).execution_options(yield_per=1000)):
+            yield structure_row(st)
+
+
+def structure_detail(url: str, siret: str) -> dict | None:
+    with db.session(url) as s:
+        st = s.get(Structure, siret)
+        if st is None:
+            return None
+        services = s.execute(select(Service).where(Service.siret == siret).order_by(Service.code)).scalars().all()
+    out = {c.name: getattr(st, c.name) for c in Structure.__table__.columns}
+    out["services"] = [dict(code=v.code, name=v.name, ej_required=v.ej_required, active=v.active) for v in services]
+    return out
 
 
 # ------------------------------------------------------------------ dashboard and metrics
