@@ -353,4 +353,5 @@ def metric_counts(url: str) -> dict:
             select(Invoice.accepted, Invoice.status, func.count()).group_by(Invoice.accepted, Invoice.status)).all()}
         findings = s.execute(select(Finding.code, Finding.severity, func.count())
                              .group_by(Finding.code, Finding.severity)).all()
-    return dict(flows=flows, invoices=invoices, findings=[(c, sev, n) for c, sev, n in findings])
+        pushes = dict(s.execute(select(ReportPush.state, func.count()).group_by(ReportPush.state)).all())
+    return dict(flows=flows, invoices=invoices, findings=[(c, sev, n) for c, sev, n in findings], pushes=pushes)
