@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import insert, select, update
 
 from datetime import datetime
+from decimal import Decimal
 
 from edi import db, lifecycle, log, trace
 from edi.config import Config
@@ -206,7 +207,7 @@ def _decide(deliveries, flow, outcome, context, seq, raw, data, found, element) 
     staged = None
     if not any(f.fatal for f in findings):
         row.update(accepted=True, deposit_no=delivery.deposit_number(flow.id, seq),
-                   certificate=delivery.certificate(raw), status=AVAILABLE)
+                   certificate=delivery.certificate(raw), status=AVAILABLE, amount_ttc=_amount(data.total_ttc))
         staged = deliveries.stage(seq, row["deposit_no"], raw, element)
     outcome.invoices.append(InvoiceResult(seq, row, findings, staged, utcnow()))
 
@@ -344,9 +345,16 @@ def _invoice_row(flow_id: int, seq: int, d: InvoiceData, size: int) -> dict:
         supplier_country=d.supplier_country, recipient_siret=d.recipient_siret, code_service=d.code_service,
         ej=d.ej, issue_date=d.issue_date, currency=d.currency,
         total_ht="" if d.total_ht is None else str(d.total_ht),
-        total_ttc="" if d.total_ttc is None else str(d.total_ttc), accepted=False,
+        total_ttc="" if d.total_ttc is None else str(d.total_ttc), amount_ttc=None, accepted=False,
         deposit_no=None, certificate="", status="", path="", size=size,
     )
+
+
+def _amount(value) -> Decimal | None:
+    """The searchable TTC amount (`Invoice.amount_ttc`): cents, within NUMERIC(18, 2)."""
+    if value is None or not value.is_finite() or abs(value) >= Decimal(10) ** 15:
+        return None
+    return value.quantize(Decimal("0.01"))
 
 
 def finding_row(flow_id: int, invoice_id: int | None, seq: int, f: Finding) -> dict:

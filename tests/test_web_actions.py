@@ -156,3 +156,45 @@ def test_directory_and_partners_pages(tmp_path):
     assert sender.get("/partenaires").status_code == 404  # ops only
     listed = _session(console, "ops").get("/partenaires")
     assert listed.status_code == 200 and "Opérateur de démonstration" in listed.text and "/flux?partner=AUTRE" in listed.text
+
+
+def test_amount_column_is_added_and_backfilled_on_upgrade(tmp_path, db_url):
+    """`invoice.amount_ttc` (numeric, indexed) on a database from before it: added, filled from
+    the accepted invoices' text amounts, indexed; the amount search then finds them."""
+    from decimal import Decimal
+
+    from sqlalchemy import inspect, text
+
+    console = make_console(tmp_path, db_url=db_url)
+    url = console.platform.url
+    with db.session(url) as s:
+        expected = {i.deposit_no: Decimal(i.total_ttc) for i in s.execute(select(Invoice)).scalars() if i.accepted}
+        assert all(i.amount_ttc == Decimal(i.total_ttc) for i in s.execute(select(Invoice)).scalars() if i.accepted)
+    with db.engine_for(url).begin() as conn:
+        conn.execute(text("DROP INDEX ix_invoice_amount_ttc"))
+        conn.execute(text("ALTER TABLE invoice DROP COLUMN amount_ttc"))
+    db.dispose_all()  # as a new process would find it
+    eng = db.engine_for(url)
+    assert "ix_invoice_amount_ttc" in {i["name"] for i in inspect(eng).get_indexes("invoice")}
+    with db.session(url) as s:
+        rows = s.execute(select(Invoice)).scalars().all()
+    assert {i.deposit_no: i.amount_ttc for i in rows if i.accepted} == expected
+    assert all(i.amount_ttc is None for i in rows if not i.accepted)
+    deposit, amount = next(iter(expected.items()))
+    found = console.client().get("/api/v1/invoices", params={"amount_min": str(amount), "amount_max": str(amount)},
+                                 headers=console.token("ops")).json()["items"]
+    assert deposit in [i["deposit_no"] for i in found]
+
+
+def test_flow_page_lists_its_invoices_by_page(tmp_path, monkeypatch):
+    from edi.web import pages
+
+    monkeypatch.setattr(pages, "FLOW_INVOICES_PAGE", 3)
+    console = make_console(tmp_path)
+    ops = _session(console, "ops")
+    flow_id = console.demo_flow.id  # 4 invoices
+    first = ops.get(f"/flux/{flow_id}")
+    assert first.text.count('id="facture-') == 3 and f"/flux/{flow_id}?page=2" in first.text
+    second = ops.get(f"/flux/{flow_id}?page=2")
+    assert 'id="facture-4"' in second.text and second.text.count('id="facture-') == 1
+    assert "Factures suivantes" not in second.text

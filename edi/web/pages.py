@@ -187,9 +187,14 @@ def flows_csv(request: Request, user: PageUser):
     return _csv(rows, FLOW_COLUMNS, "flux.csv")
 
 
+FLOW_INVOICES_PAGE = 100  # invoices listed per page of a flow's detail
+
+
 def _visible_flow(request: Request, user: User, ref: str) -> dict:
+    """The flow as its page shows it: one page of its invoices (`?page=N`), the flow-level trace."""
     url = request.app.state.web.url
-    detail = queries.flow_detail(url, ref)
+    page = _page_number(request)
+    detail = queries.flow_detail(url, ref, page=((page - 1) * FLOW_INVOICES_PAGE, FLOW_INVOICES_PAGE))
     if detail is None or not search.flow_visible(url, _scope(request, user), detail["id"]):
         raise HTTPException(404, f"Flux {ref} introuvable.")
     return detail
@@ -199,8 +204,12 @@ def _flow_page(request: Request, user: User, ref: str, status_code: int = 200, *
     detail = _visible_flow(request, user, ref)
     reports = [dict(filename=r["filename"], text=render_text(r["content"]))
                for r in queries.report_contents(request.app.state.web.url, detail["id"])]
+    page = _page_number(request)
+    at = f"/flux/{detail['id']}?page="
+    pager = {"page": page, "previous": at + str(page - 1) if page > 1 else None,
+             "next": at + str(page + 1) if detail["has_more"] else None}
     return _render(request, "flow.html", {"flow": detail, "reports": reports, "message": "", "error": "",
-                                          "reprocessed": None, **extra}, status_code)
+                                          "reprocessed": None, "pager": pager, **extra}, status_code)
 
 
 @router.get("/flux/{ref}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import Numeric, case, cast, false, func, or_, select
+from sqlalchemy import false, func, or_, select
 
 from edi import db
 from edi.finding import FATAL
@@ -149,10 +149,6 @@ def _flows_query(scope: Scope, f: FlowFilter):
     return _received_between(query, f.since, f.until).order_by(Flow.id.desc())
 
 
-def _amount_ttc():
-    """TTC as a number, for accepted invoices only (their amounts passed the amount rules; a
-    rejected invoice's amount may be any text and must not break the cast)."""
-    return case((Invoice.accepted, cast(func.nullif(Invoice.total_ttc, ""), Numeric(18, 2))), else_=None)
 
 
 def _invoices_in_scope(query, scope: Scope, joined: bool = False):
@@ -173,9 +169,9 @@ def _invoices_query(scope: Scope, f: InvoiceFilter):
         if value:
             query = query.where(column == value)
     if (low := _amount(f.amount_min, "Montant minimum")) is not None:
-        query = query.where(_amount_ttc() >= low)
+        query = query.where(Invoice.amount_ttc >= low)  # indexed; accepted invoices only
     if (high := _amount(f.amount_max, "Montant maximum")) is not None:
-        query = query.where(_amount_ttc() <= high)
+        query = query.where(Invoice.amount_ttc <= high)
     return _received_between(query, f.since, f.until).order_by(Invoice.id.desc())
 
 
