@@ -228,17 +228,7 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
             s.execute(insert(FindingRow.__table__), chunk)
         steps = outcome.steps + [invoice_step(flow.id, ids[r.seq], r) for r in outcome.invoices]
         status = statut.FLOW_REJECTED if outcome.flow_findings else statut.flow_status(outcome.accepted, rejected)
-        integration = Report(
-            flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
-            filename=unique_filename(s, integration_name(flow, outcome), flow.id),
-            content=statut.integration_report(
-                sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
-                report_flow_id=f"CSO{flow.id:022d}", flow_ref=outcome.flow_ref or flow.filename[:100],
-                status=status, produced_at=now, lines=[error_line(f) for f in findings],
-                comment=("Règles : " + " ; ".join(outcome.rules)) if outcome.rules else "",
-            ),
-        )
-        s.add(integration)
+        integration = integration_report(s, flow, outcome, status, findings, f"CSO{flow.id:022d}", now)
         steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{integration.filename} (statut {status})"))
         if outcome.accepted:
             rendered = Path(outcome.staging) / "processing-report.xml"
@@ -305,6 +295,24 @@ def _chunks(rows, size: int = 1000):
             batch = []
     if batch:
         yield batch
+
+
+def integration_report(s, flow: Flow, outcome: Outcome, status: str, findings: list[Finding], report_flow_id: str,
+                       now: datetime, comment: str = "") -> Report:
+    """The CSO of a flow (added to session `s`): its findings, the rule sets that ran, under a
+    report name never used before."""
+    rules = ("Règles : " + " ; ".join(outcome.rules)) if outcome.rules else ""
+    report = Report(
+        flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
+        filename=unique_filename(s, integration_name(flow, outcome), flow.id),
+        content=statut.integration_report(
+            sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app), report_flow_id=report_flow_id,
+            flow_ref=outcome.flow_ref or flow.filename[:100], status=status, produced_at=now,
+            lines=[error_line(f) for f in findings], comment=" ; ".join(c for c in (comment, rules) if c),
+        ),
+    )
+    s.add(report)
+    return report
 
 
 def integration_name(flow: Flow, outcome: Outcome) -> str:

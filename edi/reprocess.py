@@ -36,10 +36,10 @@ from edi.db.models import (
     INTEGRATED, PARTIAL, REJECTED, TERMINAL_STATES, Finding as FindingRow, Flow, FlowStep, Invoice, Report,
     StatusEvent, utcnow,
 )
-from edi.lease import LeaseLost, _owner_dead, owner_id
+from edi.lease import Lease, LeaseLost, _owner_dead, owner_id
 from edi.pipeline import (
-    AVAILABLE, DEPOSITED, PLATFORM_APP, InvoiceResult, Outcome, error_line, finding_row, integration_name,
-    invoice_step, run_checks,
+    AVAILABLE, DEPOSITED, PLATFORM_APP, InvoiceResult, Outcome, finding_row, integration_report, invoice_step,
+    run_checks,
 )
 from edi.reports import statut
 from edi.reports.outbox import deliver_pending, unique_filename
@@ -102,11 +102,8 @@ class _DryDeliveries:
         return None
 
 
-class _RowLock:
+class _RowLock(Lease):
     """The flow's row held for the run (`owner`), renewed like a worker's lease."""
-
-    def __init__(self, url: str, flow_id: int, seconds: float):
-        self.url, self.flow_id, self.seconds = url, flow_id, seconds
 
     def take(self) -> None:
         with db.session(self.url) as s:
@@ -121,16 +118,6 @@ class _RowLock:
             if taken.rowcount != 1:
                 raise NotReprocessable(f"flux {self.flow_id} pris par un autre retraitement")
             s.commit()
-
-    def renew(self, seq: int) -> None:
-        if seq % 1000:
-            return
-        with db.session(self.url) as s:
-            done = s.execute(update(Flow).where(Flow.id == self.flow_id, Flow.owner == owner_id())
-                             .values(lease_until=utcnow() + timedelta(seconds=self.seconds)))
-            s.commit()
-        if done.rowcount != 1:
-            raise LeaseLost()
 
     def hold(self, s) -> None:
         """First statement of the run's transaction: still ours, row locked until the commit."""
@@ -321,20 +308,8 @@ def _summary(result: Reprocessed) -> str:
 def _integration_report(s, flow: Flow, outcome: Outcome, redo: list[InvoiceResult], status: str, by: str, now) -> Report:
     """A new CSO for the invoices decided again; its IdFlx and file name are new."""
     count = len(s.execute(select(Report.id).where(Report.flow_id == flow.id, Report.kind == "integration")).all())
-    report = Report(
-        flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
-        filename=unique_filename(s, integration_name(flow, outcome), flow.id),
-        content=statut.integration_report(
-            sender_app=PLATFORM_APP, recipient_app=report_app(flow.app),
-            report_flow_id=f"CSO{flow.id:012d}{count:010d}", flow_ref=outcome.flow_ref or flow.filename[:100],
-            status=status, produced_at=now, lines=[error_line(f) for r in redo for f in r.findings],
-            comment=f"Retraitement demandé par {by}" + ((" ; Règles : " + " ; ".join(outcome.rules))
-                                                        if outcome.rules else ""),
-        ),
-    )
-    s.add(report)
-    s.flush()
-    return report
+    return integration_report(s, flow, outcome, status, [f for r in redo for f in r.findings],
+                              f"CSO{flow.id:012d}{count:010d}", now, comment=f"Retraitement demandé par {by}")
 
 
 def _deposit_report(s, flow: Flow, invoice_ids: list[int], now) -> Report:

@@ -114,7 +114,7 @@ def logout(request: Request, user: PageUser, csrf: Annotated[str, Form()] = ""):
 
 @router.get("/")
 def dashboard(request: Request, user: PageUser):
-    figures = search.dashboard(request.app.state.web.url, _scope(request, user))
+    figures = search.dashboard_cached(request.app.state.web.url, _scope(request, user))
     peak = max([d["count"] for d in figures["flows_per_day"]] + [1])
     return _render(request, "dashboard.html", {"d": figures, "peak": peak})
 

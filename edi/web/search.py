@@ -9,6 +9,8 @@ number). The scope is applied in SQL, so a sender never receives a row of anothe
 from __future__ import annotations
 
 import json
+import threading
+import time as time_
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta, timezone
@@ -302,6 +304,25 @@ def structure_detail(url: str, siret: str) -> dict | None:
 def _grouped(s, column, query) -> dict:
     return {key: count for key, count in s.execute(query.with_only_columns(column, func.count())
                                                    .group_by(column).order_by(None)).all()}
+
+
+DASHBOARD_SECONDS = 5.0  # the figures of one scope are shared by the page views meanwhile
+_dashboards: dict[tuple[str, Scope], tuple[float, dict]] = {}
+_dashboards_lock = threading.Lock()
+
+
+def dashboard_cached(url: str, scope: Scope) -> dict:
+    """`dashboard`, computed at most every DASHBOARD_SECONDS per scope: at a million invoices
+    its grouped counts cost a few hundred milliseconds, and a tableau de bord open on many
+    screens need not pay them at every view."""
+    key = (url, scope)
+    with _dashboards_lock:
+        found = _dashboards.get(key)
+        if found is None or time_.monotonic() - found[0] > DASHBOARD_SECONDS:
+            if len(_dashboards) > 1000:  # one entry per sender/recipient scope: bounded anyway
+                _dashboards.clear()
+            found = _dashboards[key] = (time_.monotonic(), dashboard(url, scope))
+        return found[1]
 
 
 def dashboard(url: str, scope: Scope, days: int = 14, now: datetime | None = None) -> dict:
