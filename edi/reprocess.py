@@ -32,6 +32,7 @@ from sqlalchemy import delete, insert, or_, select, update
 
 from edi import db, log, trace
 from edi.config import Config
+from edi.finding import FATAL
 from edi.db.models import (
     INTEGRATED, PARTIAL, REJECTED, TERMINAL_STATES, Finding as FindingRow, Flow, FlowStep, Invoice, Report,
     StatusEvent, utcnow,
@@ -144,8 +145,6 @@ def reprocess(cfg: Config, flow_id: int, *, by: str, dry_run: bool = False) -> R
     url = cfg.database_url
     with db.session(url) as s:
         flow = s.get(Flow, flow_id)
-        before = {i.seq: i for i in s.execute(select(Invoice).where(Invoice.flow_id == flow_id)).scalars()}
-        fatal = _fatal_codes(s, flow_id)
     if flow.state not in TERMINAL_STATES:
         raise NotReprocessable(f"flux {flow.id} dans l'état {flow.state} : seul un flux terminé se retraite")
     spool = Spool(cfg.spool_root)
@@ -153,6 +152,10 @@ def reprocess(cfg: Config, flow_id: int, *, by: str, dry_run: bool = False) -> R
     if not dry_run:
         lock.take()
     try:
+        with db.session(url) as s:  # read under the lock: another run may have just committed
+            flow = s.get(Flow, flow_id)
+            before = {i.seq: i for i in s.execute(select(Invoice).where(Invoice.flow_id == flow_id)).scalars()}
+            fatal = _fatal_codes(s, flow_id)
         deliveries = _DryDeliveries() if dry_run else delivery.Deliveries(spool, flow_id)
         outcome = Outcome(staging=str(spool.staging(flow_id)))
         try:
@@ -183,7 +186,7 @@ def reprocess(cfg: Config, flow_id: int, *, by: str, dry_run: bool = False) -> R
 def _fatal_codes(s, flow_id: int) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     rows = s.execute(select(FindingRow.invoice_id, FindingRow.code).where(
-        FindingRow.flow_id == flow_id, FindingRow.invoice_id.is_not(None), FindingRow.severity == "fatal")
+        FindingRow.flow_id == flow_id, FindingRow.invoice_id.is_not(None), FindingRow.severity == FATAL)
         .order_by(FindingRow.seq))
     for invoice_id, code in rows:
         out.setdefault(invoice_id, [])
