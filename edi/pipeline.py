@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import insert, select, update
 
 from datetime import datetime
+from decimal import Decimal
 
 from edi import db, lifecycle, log, trace
 from edi.config import Config
@@ -121,7 +122,7 @@ def _process(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Del
     """Run the checks, deliver the accepted invoices, commit the outcome (LeaseLost when
     another worker took the flow over)."""
     try:
-        _run(cfg, flow, outcome, deliveries, lease)
+        run_checks(cfg, flow, outcome, deliveries, lease)
     except FlowRejected as rejected:
         finding = rejected.finding
         outcome.flow_findings.append(finding)
@@ -158,7 +159,9 @@ def _failed(url: str, flow_id: int, exc: Exception, log_) -> None:
                hint=f"voir `edi flows show {flow_id}` ; après correction : edi flows retry {flow_id}")
 
 
-def _run(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliveries, lease: Lease) -> None:
+def run_checks(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliveries, lease: Lease) -> None:
+    """Flow checks, split and invoice checks into `outcome` (FlowRejected when irrecevable);
+    also run by `edi.reprocess` on a finished flow."""
     name = flowchecks.parse_name(flow.filename)
     outcome.interface, outcome.flow_ref = name.interface, name.flow_ref
     with db.session(cfg.database_url) as s:
@@ -168,7 +171,7 @@ def _run(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliver
     flowchecks.check_size(flow.size, cfg.max_flow_bytes)
     outcome.step(flow.id, trace.CHECKED, trace.OK, f"{name.interface}, émetteur {name.app}, flux {name.flow_ref}")
     limits = Limits.of(cfg)
-    context = checks.Context.for_flow(cfg, name.interface, INTERFACES[name.interface].syntax.name)
+    context = checks.Context.for_flow(cfg, name.interface, INTERFACES[name.interface].syntax.name, flow_id=flow.id)
     try:
         _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context)
     finally:
@@ -206,7 +209,7 @@ def _decide(deliveries, flow, outcome, context, seq, raw, data, found, element) 
     staged = None
     if not any(f.fatal for f in findings):
         row.update(accepted=True, deposit_no=delivery.deposit_number(flow.id, seq),
-                   certificate=delivery.certificate(raw), status=AVAILABLE)
+                   certificate=delivery.certificate(raw), status=AVAILABLE, amount_ttc=_amount(data.total_ttc))
         staged = deliveries.stage(seq, row["deposit_no"], raw, element)
     outcome.invoices.append(InvoiceResult(seq, row, findings, staged, utcnow()))
 
@@ -220,24 +223,14 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
             s.execute(insert(Invoice.__table__), chunk)
         ids = dict(s.execute(select(Invoice.seq, Invoice.id).where(Invoice.flow_id == flow.id)).all())
         findings = list(outcome.flow_findings) + [f for r in outcome.invoices for f in r.findings]
-        rows = [_finding_row(flow.id, None, n, f) for n, f in enumerate(outcome.flow_findings, start=1)]
+        rows = [finding_row(flow.id, None, n, f) for n, f in enumerate(outcome.flow_findings, start=1)]
         for r in outcome.invoices:
-            rows += [_finding_row(flow.id, ids[r.seq], len(rows) + n, f) for n, f in enumerate(r.findings, start=1)]
+            rows += [finding_row(flow.id, ids[r.seq], len(rows) + n, f) for n, f in enumerate(r.findings, start=1)]
         for chunk in _chunks(rows):
             s.execute(insert(FindingRow.__table__), chunk)
-        steps = outcome.steps + [_invoice_step(flow.id, ids[r.seq], r) for r in outcome.invoices]
+        steps = outcome.steps + [invoice_step(flow.id, ids[r.seq], r) for r in outcome.invoices]
         status = statut.FLOW_REJECTED if outcome.flow_findings else statut.flow_status(outcome.accepted, rejected)
-        integration = Report(
-            flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
-            filename=unique_filename(s, _integration_name(flow, outcome), flow.id),
-            content=statut.integration_report(
-                sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
-                report_flow_id=f"CSO{flow.id:022d}", flow_ref=outcome.flow_ref or flow.filename[:100],
-                status=status, produced_at=now, lines=[_error_line(f) for f in findings],
-                comment=("Règles : " + " ; ".join(outcome.rules)) if outcome.rules else "",
-            ),
-        )
-        s.add(integration)
+        integration = integration_report(s, flow, outcome, status, findings, f"CSO{flow.id:022d}", now)
         steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{integration.filename} (statut {status})"))
         if outcome.accepted:
             rendered = Path(outcome.staging) / "processing-report.xml"
@@ -276,7 +269,7 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
         return s.get(Flow, flow.id)
 
 
-def _invoice_step(flow_id: int, invoice_id: int, r: InvoiceResult) -> dict:
+def invoice_step(flow_id: int, invoice_id: int, r: InvoiceResult) -> dict:
     row = r.row
     if r.accepted:
         detail = (f"n° {row['number']} acceptée, dépôt {row['deposit_no']}, "
@@ -306,7 +299,25 @@ def _chunks(rows, size: int = 1000):
         yield batch
 
 
-def _integration_name(flow: Flow, outcome: Outcome) -> str:
+def integration_report(s, flow: Flow, outcome: Outcome, status: str, findings: list[Finding], report_flow_id: str,
+                       now: datetime, comment: str = "") -> Report:
+    """The CSO of a flow (added to session `s`): its findings, the rule sets that ran, under a
+    report name never used before."""
+    rules = ("Règles : " + " ; ".join(outcome.rules)) if outcome.rules else ""
+    report = Report(
+        flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
+        filename=unique_filename(s, integration_name(flow, outcome), flow.id),
+        content=statut.integration_report(
+            sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app), report_flow_id=report_flow_id,
+            flow_ref=outcome.flow_ref or flow.filename[:100], status=status, produced_at=now,
+            lines=[error_line(f) for f in findings], comment=" ; ".join(c for c in (comment, rules) if c),
+        ),
+    )
+    s.add(report)
+    return report
+
+
+def integration_name(flow: Flow, outcome: Outcome) -> str:
     """The design's name; a flow whose own name could not be read gets interface `FSO0000A`
     and its internal id (25 digits) in place of the FLOWID."""
     interface = outcome.interface or "FSO0000A"
@@ -314,7 +325,7 @@ def _integration_name(flow: Flow, outcome: Outcome) -> str:
     return statut.integration_report_name(interface, flow.app, flow_ref)
 
 
-def _error_line(f: Finding) -> statut.ErrorLine:
+def error_line(f: Finding) -> statut.ErrorLine:
     line = statut.ErrorLine.from_finding(f)
     if not f.fatal:
         line = statut.ErrorLine(line.reason, line.code, "Avertissement : " + line.message, line.description)
@@ -344,12 +355,19 @@ def _invoice_row(flow_id: int, seq: int, d: InvoiceData, size: int) -> dict:
         supplier_country=d.supplier_country, recipient_siret=d.recipient_siret, code_service=d.code_service,
         ej=d.ej, issue_date=d.issue_date, currency=d.currency,
         total_ht="" if d.total_ht is None else str(d.total_ht),
-        total_ttc="" if d.total_ttc is None else str(d.total_ttc), accepted=False,
+        total_ttc="" if d.total_ttc is None else str(d.total_ttc), amount_ttc=None, accepted=False,
         deposit_no=None, certificate="", status="", path="", size=size,
     )
 
 
-def _finding_row(flow_id: int, invoice_id: int | None, seq: int, f: Finding) -> dict:
+def _amount(value) -> Decimal | None:
+    """The searchable TTC amount (`Invoice.amount_ttc`): cents, within NUMERIC(18, 2)."""
+    if value is None or not value.is_finite() or abs(value) >= Decimal(10) ** 15:
+        return None
+    return value.quantize(Decimal("0.01"))
+
+
+def finding_row(flow_id: int, invoice_id: int | None, seq: int, f: Finding) -> dict:
     return dict(flow_id=flow_id, invoice_id=invoice_id, seq=seq, code=f.code, reason=f.reason,
                 severity=f.severity, message=f.message, location=f.location, value=f.value[:500],
                 invoice_number=f.invoice_number)

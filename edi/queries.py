@@ -55,7 +55,10 @@ def find_flow(s, ref: str) -> Flow | None:
     return s.execute(select(Flow).where(or_(*conditions)).order_by(Flow.id.desc())).scalars().first()
 
 
-def flow_detail(url: str, ref: str) -> dict | None:
+def flow_detail(url: str, ref: str, *, page: tuple[int, int] | None = None) -> dict | None:
+    """A flow, its reports, findings, invoices and trace (`edi flows show --json`). `page`
+    (offset, size): only that slice of the invoices, their findings, `has_more`, and the trace
+    without its per-invoice steps — what the console shows of a flow of 100,000 invoices."""
     with db.session(url) as s:
         flow = find_flow(s, ref)
         if flow is None:
@@ -64,29 +67,40 @@ def flow_detail(url: str, ref: str) -> dict | None:
         reports = s.execute(select(Report).where(Report.flow_id == flow.id).order_by(Report.id)).scalars().all()
         out["reports"] = [dict(kind=r.kind, filename=r.filename, created_at=_iso(r.created_at),
                                written_at=_iso(r.written_at), retrieved_at=_iso(r.retrieved_at)) for r in reports]
-        findings = s.execute(select(Finding).where(Finding.flow_id == flow.id).order_by(Finding.seq)).scalars().all()
+        query = select(Invoice).where(Invoice.flow_id == flow.id).order_by(Invoice.seq)
+        if page is not None:
+            query = query.offset(page[0]).limit(page[1] + 1)
+        invoices = s.execute(query).scalars().all()
+        if page is not None:
+            out["has_more"] = len(invoices) > page[1]
+            invoices = invoices[:page[1]]
+        findings = select(Finding).where(Finding.flow_id == flow.id).order_by(Finding.seq)
+        if page is not None:
+            findings = findings.where(or_(Finding.invoice_id.is_(None), Finding.invoice_id.in_([i.id for i in invoices])))
         by_invoice: dict[int | None, list[dict]] = {}
-        for f in findings:
+        for f in s.execute(findings).scalars():
             by_invoice.setdefault(f.invoice_id, []).append(_finding_dict(f))
         out["findings"] = by_invoice.get(None, [])
-        invoices = s.execute(select(Invoice).where(Invoice.flow_id == flow.id).order_by(Invoice.seq)).scalars()
         out["invoices"] = [
             dict(seq=i.seq, number=i.number, deposit_no=i.deposit_no, status=i.status, accepted=i.accepted,
                  recipient_siret=i.recipient_siret, code_service=i.code_service,
                  findings=by_invoice.get(i.id, []))
             for i in invoices
         ]
-        out["trace"] = flow_trace(s, flow.id)
+        out["trace"] = flow_trace(s, flow.id, invoices=page is None)
         return out
 
 
-def flow_trace(s, flow_id: int) -> list[dict]:
-    """The flow's steps in the order they happened (invoice steps name their invoice's seq)."""
-    rows = s.execute(select(FlowStep.at, FlowStep.step, FlowStep.outcome, FlowStep.detail, Invoice.seq)
-                     .outerjoin(Invoice, Invoice.id == FlowStep.invoice_id)
-                     .where(FlowStep.flow_id == flow_id).order_by(FlowStep.at, FlowStep.id))
+def flow_trace(s, flow_id: int, invoices: bool = True) -> list[dict]:
+    """The flow's steps in the order they happened (invoice steps name their invoice's seq;
+    `invoices=False` leaves them out)."""
+    query = (select(FlowStep.at, FlowStep.step, FlowStep.outcome, FlowStep.detail, Invoice.seq)
+             .outerjoin(Invoice, Invoice.id == FlowStep.invoice_id)
+             .where(FlowStep.flow_id == flow_id).order_by(FlowStep.at, FlowStep.id))
+    if not invoices:
+        query = query.where(FlowStep.invoice_id.is_(None))
     return [dict(at=_iso(at), step=step, outcome=outcome, detail=detail, invoice_seq=seq)
-            for at, step, outcome, detail, seq in rows]
+            for at, step, outcome, detail, seq in s.execute(query)]
 
 
 def trace_text(trace: list[dict]) -> str:

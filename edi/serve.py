@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
@@ -38,14 +39,35 @@ class _Wake(FileSystemEventHandler):
             self.event.set()
 
 
+class Heartbeat:
+    """When the worker loop last showed life: at every round and before every flow it takes, so
+    `/healthz` can tell a loop stuck (or dead) from one busy with a long flow for a while."""
+
+    def __init__(self):
+        self.at = time.monotonic()
+
+    def beat(self) -> None:
+        self.at = time.monotonic()
+
+    def age(self) -> float:
+        return time.monotonic() - self.at
+
+
 def _loop(cfg: Config, spool: Spool, stop: threading.Event, wake: threading.Event,
-          readiness: intake.Readiness) -> None:
+          readiness: intake.Readiness, heartbeat: Heartbeat | None = None) -> None:
     """Rounds until stopped; each round starts by finishing what a crash left (`run_once`)."""
     poll = cfg.intake.poll_seconds
+    heartbeat = heartbeat or Heartbeat()
+
+    def should_stop() -> bool:
+        heartbeat.beat()
+        return stop.is_set()
+
     while not stop.is_set():
         wake.clear()
+        heartbeat.beat()
         try:
-            run_once(cfg, spool, readiness, stop.is_set)
+            run_once(cfg, spool, readiness, should_stop)
         except Exception:  # the service must outlive any one bad round; the flow is replayed
             LOG.exception("worker_round_failed")
             stop.wait(poll)
@@ -92,8 +114,9 @@ def serve(cfg: Config) -> None:
     observer.start()
     readiness = _readiness(cfg)
     sftp = _start_sftp(cfg, wake, readiness)
-    web = _start_web(cfg, wake, sftp)
     extra = []
+    heartbeat = Heartbeat()
+    web = _start_web(cfg, wake, sftp, heartbeat, extra)
     mp_stop = None
     processes = cfg.workers.processes
     if processes > 1:
@@ -108,7 +131,7 @@ def serve(cfg: Config) -> None:
              host_key=getattr(sftp, "fingerprint", None),
              web=f"http://{cfg.web.host}:{web.port}/" if web else None)
     try:
-        _loop(cfg, spool, stop, wake, readiness)
+        _loop(cfg, spool, stop, wake, readiness, heartbeat)
     finally:
         observer.stop()
         if web:
@@ -124,12 +147,26 @@ def serve(cfg: Config) -> None:
         LOG.info("stopped")
 
 
-def _start_web(cfg: Config, wake: threading.Event, sftp):
+STALE_SECONDS = 600.0  # a worker loop silent for longer than this (and 10 polls) is reported dead
+
+
+def _start_web(cfg: Config, wake: threading.Event, sftp, heartbeat: Heartbeat, processes: list):
     """Start the console and API when `[web] enabled` (default true). An uploaded flow is a
-    Flow row already; the callback only wakes the loop. `/healthz` also checks the SFTP server."""
+    Flow row already; the callback only wakes the loop. `/healthz` also checks the SFTP server
+    and the workers (this loop's heartbeat, the worker processes alive); `/metrics` adds the SFTP
+    sessions open."""
     if not cfg.web.enabled:
         return None
     from edi.web.server import WebThread
+
+    def workers_check() -> str:
+        limit = max(STALE_SECONDS, 10 * cfg.intake.poll_seconds)
+        if heartbeat.age() > limit:
+            raise RuntimeError(f"la boucle de travail n'a pas donné signe de vie depuis {heartbeat.age():.0f} s")
+        dead = [p.pid for p in processes if not p.is_alive()]
+        if dead:
+            raise RuntimeError(f"processus de travail arrêté(s) : {', '.join(map(str, dead))}")
+        return "ok"
 
     def sftp_check() -> str:
         if sftp is None:
@@ -138,7 +175,9 @@ def _start_web(cfg: Config, wake: threading.Event, sftp):
             raise RuntimeError("le serveur SFTP n'écoute plus")
         return "ok"
 
-    return WebThread(cfg, checks={"sftp": sftp_check}, on_deposit=lambda _flow_id: wake.set()).start()
+    gauges = {"edi_sftp_sessions": ("Sessions SFTP ouvertes", lambda: len(sftp.sessions))} if sftp else {}
+    return WebThread(cfg, checks={"sftp": sftp_check, "workers": workers_check}, gauges=gauges,
+                     on_deposit=lambda _flow_id: wake.set()).start()
 
 
 def _start_sftp(cfg: Config, wake: threading.Event, readiness: intake.Readiness):

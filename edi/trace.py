@@ -30,6 +30,7 @@ FINISHED = "finished"  # the flow's final state committed
 FAILED = "failed"  # a platform error (its text in `detail`)
 HELD = "held"  # put in IN_ATTENTE_RETRAITEMENT after too many attempts
 RETRIED = "retried"  # put back in the queue by ops (`edi flows retry`)
+REPROCESSED = "reprocessed"  # a finished flow checked again by ops (`edi reprocess`), with who asked
 LEASE_LOST = "lease_lost"  # another worker took the flow over; this worker's work is dropped
 
 OK, KO, ERROR = "ok", "ko", "error"

@@ -103,8 +103,9 @@ def run_once(cfg: Config, spool: Spool, readiness: intake.Readiness, should_stop
     return done
 
 
-def retry(url: str, ref: str) -> Flow | None:
-    """`edi flows retry REF`: put a flow on hold back in the queue (attempts reset)."""
+def retry(url: str, ref: str, by: str = "") -> Flow | None:
+    """`edi flows retry REF` (and the console's button): put a flow on hold back in the queue
+    (attempts reset); `by` names who asked, in the trace."""
     from edi.queries import find_flow
 
     with db.session(url) as s:
@@ -112,7 +113,7 @@ def retry(url: str, ref: str) -> Flow | None:
         if flow is None or flow.state != ON_HOLD:
             return flow
         flow.state, flow.attempts = RECEIVED, 0
-        trace.add(s, flow.id, trace.RETRIED, trace.OK, "remis en file (edi flows retry)")
+        trace.add(s, flow.id, trace.RETRIED, trace.OK, f"remis en file par {by}" if by else "remis en file (edi flows retry)")
         s.commit()
         s.refresh(flow)
         return flow

@@ -11,6 +11,7 @@ generator, waits (bounded) for their integration report in `/out`, downloads and
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -320,6 +321,7 @@ def test_serve_also_serves_the_console_health(server):
     with urllib.request.urlopen(f"http://127.0.0.1:{server.web_port}/healthz", timeout=10) as res:
         health = json.loads(res.read())
     assert res.status == 200 and health["checks"]["sftp"] == "ok", health
+    assert health["checks"]["workers"] == "ok", health  # the loop's heartbeat
     path, flow_id = make_flow(server, "AAA", invoices=2)
     client, sftp = server.paramiko("AAA")
     try:
@@ -330,3 +332,5 @@ def test_serve_also_serves_the_console_health(server):
     with urllib.request.urlopen(f"http://127.0.0.1:{server.web_port}/metrics", timeout=10) as res:
         metrics = res.read().decode()
     assert 'edi_flows_total{state="IN_INTEGRE"}' in metrics, metrics[:2000]
+    assert re.search(r"^edi_sftp_sessions \d", metrics, re.M), metrics[-2000:]
+    assert 'edi_stage_seconds_count{stage="total"}' in metrics

@@ -80,6 +80,24 @@ def test_metrics_after_real_flows(console):
     assert "edi_flows_held 0.0" in text and "edi_queue_depth 0.0" in text
 
 
+def test_metrics_stage_times_and_cached_counts(tmp_path):
+    """Stage durations come from the trace, incrementally; the counts are kept a few seconds."""
+    platform = make_platform(tmp_path)
+    platform.ingest(generated(tmp_path, "FSO1110A", 3, seed=5).path)
+    client = TestClient(create_app(platform.cfg), base_url="https://testserver")
+    first = client.get("/metrics").text
+    assert 'edi_stage_seconds_count{stage="total"} 1.0' in first
+    for stage in ("intake", "queue", "flow_checks", "invoices", "commit", "report_write"):
+        assert f'edi_stage_seconds_count{{stage="{stage}"}} 1.0' in first, stage
+    assert 'edi_stage_seconds_bucket{le="+Inf",stage="total"} 1.0' in first
+    platform.ingest(generated(tmp_path, "FSO1110A", 2, seed=6).path)
+    second = client.get("/metrics").text
+    assert 'edi_stage_seconds_count{stage="total"} 2.0' in second  # read from the new trace rows
+    assert 'edi_flows_total{state="IN_INTEGRE"} 1.0' in second  # counts kept COUNTS_SECONDS
+    fresh = TestClient(create_app(platform.cfg), base_url="https://testserver").get("/metrics").text
+    assert 'edi_flows_total{state="IN_INTEGRE"} 2.0' in fresh
+
+
 # ------------------------------------------------------------------ authentication
 
 
@@ -289,7 +307,8 @@ def test_openapi_documents_the_api(console, ops):
     assert "cdn" not in docs.text.lower()  # served whole from here
     paths = client.get("/api/openapi.json", headers=console.token("demo")).json()["paths"]
     assert set(paths) == {"/api/v1/flows", "/api/v1/flows/{ref}", "/api/v1/invoices",
-                          "/api/v1/invoices/{deposit_no}"}
+                          "/api/v1/invoices/{deposit_no}", "/api/v1/flows/{ref}/retry", "/api/v1/flows/{ref}/reprocess",
+                          "/api/v1/flows/{ref}/reports/{filename}/resend", "/api/v1/invoices/{deposit_no}/status"}
     assert "post" in paths["/api/v1/flows"]
 
 

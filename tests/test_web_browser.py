@@ -129,3 +129,52 @@ def test_sender_sees_only_its_flows_and_gets_404_for_another(site, browser):
     assert browser.current_url.startswith(base + "/connexion")
     browser.get(base + "/factures")
     assert browser.current_url.startswith(base + "/connexion")
+
+
+def test_recipient_sets_a_status_and_the_sender_gets_its_report(site, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    console, base = site
+    detail = console.platform.detail(console.demo_flow.id)
+    wanted = next(i for i in detail["invoices"] if i["deposit_no"] and i["recipient_siret"] == console.chu_siret)
+    before = set(console.platform.out_files(DEMO))
+    _login(browser, base, "chu")
+    browser.get(base + f"/factures/{wanted['deposit_no']}")
+    Select(browser.find_element(By.ID, "nouveau-statut")).select_by_value("motif")
+    Select(browser.find_element(By.ID, "motif")).select_by_value("JUSTIF_ABS")  # the reason decides: 06
+    assert browser.find_element(By.CSS_SELECTOR, "label[for=commentaire]").text == "Commentaire pour le fournisseur"
+    browser.find_element(By.ID, "commentaire").send_keys("Joindre le procès-verbal.")
+    browser.find_element(By.ID, "enregistrer-statut").click()
+    assert "03 → 06" in browser.find_element(By.ID, "message").text
+    assert browser.find_element(By.ID, "statut").text.startswith("06")
+    (new,) = set(console.platform.out_files(DEMO)) - before
+    assert new.startswith(f"FEN1200A_{DEMO}_FEN") and b"chu" in console.platform.out_files(DEMO)[new]
+
+
+def test_ops_retries_a_held_flow(site, browser):
+    from selenium.webdriver.common.by import By
+    from sqlalchemy import update
+
+    from edi import db, trace
+    from edi.db.models import ON_HOLD, Flow
+
+    console, base = site
+    flow_id = console.other_flow.id
+    original = console.platform.flow(flow_id)
+    with db.session(console.platform.url) as s:  # as after three platform errors
+        s.execute(update(Flow).where(Flow.id == flow_id).values(state=ON_HOLD, attempts=3))
+        trace.add(s, flow_id, trace.HELD, ON_HOLD, "3 tentatives en échec")
+        s.commit()
+    try:
+        _login(browser, base, "ops")
+        browser.get(base + f"/flux/{flow_id}")
+        assert "held" in browser.find_element(By.ID, "etapes").text  # the step trace
+        browser.find_element(By.ID, "relancer").click()
+        assert "remis en file" in browser.find_element(By.ID, "message").text
+        assert console.platform.flow(flow_id).state == "RECU"
+        assert "remis en file par ops" in console.platform.detail(flow_id)["trace"][-1]["detail"]
+    finally:  # the module's platform is shared: the flow back as it was
+        with db.session(console.platform.url) as s:
+            s.execute(update(Flow).where(Flow.id == flow_id).values(state=original.state, attempts=original.attempts))
+            s.commit()

@@ -53,5 +53,17 @@ def fail(message: str, hint: str = "") -> None:
     raise typer.Exit(2)
 
 
+def operator(by: str | None) -> str:
+    """Who acts (`--by NAME`, else the operating-system user): the name recorded with the action."""
+    import getpass
+
+    from rich.markup import escape
+
+    name = (by if by is not None else getpass.getuser()).strip()
+    if not name or len(name) > 64 or not name.isprintable():
+        fail(f"opérateur « {escape(name)} » invalide", "donnez --by NOM (1 à 64 caractères imprimables)")
+    return name
+
+
 def yes(flag: bool) -> str:
     return "oui" if flag else "non"

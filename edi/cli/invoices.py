@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from edi.cli.common import cfg, console, fail, print_json
+from edi.cli.common import cfg, console, fail, operator, print_json
 
 app = typer.Typer(help="Factures déposées.", no_args_is_help=True)
 
@@ -46,16 +46,12 @@ def invoices_status(
 ):
     """Set an invoice's status for its recipient (recipients without EDI, support): checked against
     the life-cycle table, recorded with who did it, reported to the supplier's sender (FEN1200A)."""
-    import getpass
-
     from edi import lifecycle
     from edi.reports.outbox import deliver_pending
     from edi.route import status
     from edi.spool import Spool
 
-    producer = (by if by is not None else getpass.getuser()).strip()
-    if not producer or len(producer) > 64 or not producer.isprintable():
-        fail(f"opérateur « {escape(producer)} » invalide", "donnez --by NOM (1 à 64 caractères imprimables)")
+    producer = operator(by)
     change = status.Change(status=code.strip().zfill(2), actor="ops", producer=producer,
                            reason=reason.strip().upper(), comment=comment.strip(), mandate=mandate.strip())
     try:

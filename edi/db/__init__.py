@@ -51,16 +51,31 @@ def engine_for(url: str) -> Engine:
     return eng
 
 
+# Filled from existing rows when a column is added to an existing table (upgrade). `{true}` and
+# `{number}` (a condition that the text column holds a plain decimal number) are per dialect.
+BACKFILL = {
+    ("invoice", "amount_ttc"): "UPDATE invoice SET amount_ttc = CAST(total_ttc AS NUMERIC(18, 2)) "
+                               "WHERE accepted = {true} AND total_ttc <> '' AND {number}",
+}
+_DIALECT_WORDS = {
+    "sqlite": dict(true="1", number="CAST(total_ttc AS REAL) BETWEEN -1e15 AND 1e15"),
+    "postgresql": dict(true="TRUE", number="total_ttc ~ '^-?[0-9]{1,15}([.][0-9]+)?$'"),
+}
+
+
 def _add_missing_columns(eng: Engine) -> None:
     """Schema upgrade for additive changes: a column the models have and the table lacks is
-    added (nullable, or with its scalar default). Renames and type changes are not handled."""
+    added (nullable, or with its scalar default), filled from the existing rows when `BACKFILL`
+    says how, and indexed as the model says. Renames and type changes are not handled."""
     inspector = inspect(eng)
     with eng.begin() as conn:
         for table in SQLModel.metadata.sorted_tables:
             present = {c["name"] for c in inspector.get_columns(table.name)}
+            added = set()
             for column in table.columns:
                 if column.name in present:
                     continue
+                added.add(column.name)
                 ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} {column.type.compile(eng.dialect)}"
                 default = column.default.arg if column.default is not None and column.default.is_scalar else None
                 if default is not None:
@@ -68,6 +83,11 @@ def _add_missing_columns(eng: Engine) -> None:
                         str(default) if isinstance(default, (int, float)) else "'" + str(default).replace("'", "''") + "'")
                     ddl += f" DEFAULT {literal}"
                 conn.execute(text(ddl))
+                if (table.name, column.name) in BACKFILL:
+                    conn.execute(text(BACKFILL[(table.name, column.name)].format(**_DIALECT_WORDS[eng.dialect.name])))
+            for index in table.indexes:
+                if added & {c.name for c in index.columns}:
+                    index.create(conn, checkfirst=True)
 
 
 def dispose_all() -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import zlib
 from datetime import datetime, timezone
 
-from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
+from decimal import Decimal
+
+from sqlalchemy import Column, Index, LargeBinary, Numeric, UniqueConstraint
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -126,6 +128,9 @@ class Invoice(SQLModel, table=True):
     currency: str = ""
     total_ht: str = ""
     total_ttc: str = ""
+    # total TTC as a number, for accepted invoices (their amounts passed the amount rules): the
+    # console's amount range searches this index instead of casting text row by row
+    amount_ttc: Decimal | None = Field(default=None, sa_column=Column(Numeric(18, 2), index=True, nullable=True))
     accepted: bool = False
     deposit_no: str | None = Field(default=None, unique=True)
     certificate: str = ""

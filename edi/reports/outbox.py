@@ -8,6 +8,8 @@ A report for an application code no partner has stays in the database (`edi flow
 
 from __future__ import annotations
 
+from itertools import count
+
 from sqlalchemy import LargeBinary, select, type_coerce, update
 
 from edi import db, log, trace
@@ -19,9 +21,13 @@ LOG = log.get("edi.reports")
 
 def unique_filename(session, filename: str, flow_id: int) -> str:
     """The design's name, or — when a flow reuses an id already reported (IRR_UNCITE) — the same
-    name with `_<internal flow id>` before `.xml`, since partner files are never overwritten."""
-    taken = session.execute(select(Report.id).where(Report.filename == filename)).first()
-    return f"{filename[:-4]}_{flow_id}.xml" if taken else filename
+    name with `_<internal flow id>` before `.xml`, then `_<internal flow id>_<n>` (n = 2, 3, …:
+    a reprocessed flow's later reports), since partner files are never overwritten."""
+    stem = filename[:-4]
+    for n in count(1):
+        candidate = filename if n == 1 else f"{stem}_{flow_id}.xml" if n == 2 else f"{stem}_{flow_id}_{n - 1}.xml"
+        if session.execute(select(Report.id).where(Report.filename == candidate)).first() is None:
+            return candidate
 
 
 def deliver_pending(url: str, spool: Spool, flow_id: int | None = None) -> int:

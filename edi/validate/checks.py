@@ -35,9 +35,10 @@ class DepositedLookup:
     prepared query (SQLAlchemy's per-statement overhead was most of its cost)."""
 
     SQL = ("SELECT 1 FROM invoice WHERE supplier_id = {p} AND number = {p} AND accepted = {t} "
-           "AND issue_date LIKE {p} LIMIT 1")
+           "AND issue_date LIKE {p} AND flow_id <> {p} LIMIT 1")
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, flow_id: int = 0):
+        self.flow_id = flow_id  # the flow being checked: its own invoices (a reprocess) are no duplicates
         self.engine = db.engine_for(url)
         self._conn = None
         style = self.engine.dialect.paramstyle
@@ -49,7 +50,7 @@ class DepositedLookup:
             self._conn = self.engine.raw_connection()
         cursor = self._conn.cursor()
         try:
-            cursor.execute(self.sql, (supplier, number, f"{year:04d}-%"))
+            cursor.execute(self.sql, (supplier, number, f"{year:04d}-%", self.flow_id))
             return cursor.fetchone() is not None
         finally:
             cursor.close()
@@ -68,13 +69,13 @@ class Context:
     rules: rules.RuleContext
 
     @classmethod
-    def for_flow(cls, cfg: Config, interface: str, syntax: str = "") -> Context:
+    def for_flow(cls, cfg: Config, interface: str, syntax: str = "", flow_id: int = 0) -> Context:
         overrides = dict(cfg.rules.severity)
         settings = Settings(schematron=cfg.validation.schematron, french=interface in cfg.rules.french,
                             overrides=tuple(sorted(overrides.items())), engine=cfg.validation.engine)
         rule_context = rules.RuleContext(
             today=date.today(), syntax=syntax, seen_in_flow=set(),
-            already_deposited=DepositedLookup(cfg.database_url), severity_overrides=overrides,
+            already_deposited=DepositedLookup(cfg.database_url, flow_id), severity_overrides=overrides,
         )
         return cls(settings=settings, directory=Directory(cfg.database_url), ej_patterns=cfg.ej_patterns,
                    rules=rule_context)

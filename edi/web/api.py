@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from edi import queries
-from edi.web import search, upload
+from edi.web import actions, search, upload
 from edi.web.auth import api_user
 from edi.web.users import User
 
@@ -98,3 +98,42 @@ def invoice(request: Request, user: CurrentUser, deposit_no: str):
     if not search.invoice_visible(url, _scope(request, user), deposit_no):
         raise HTTPException(404, f"Facture {deposit_no} introuvable")
     return queries.invoice_detail(url, deposit_no)
+
+
+# ------------------------------------------------------------------ actions (edi.web.actions)
+
+
+def _act(action):
+    try:
+        return action()
+    except actions.ActionRefused as exc:
+        raise HTTPException(exc.status, exc.message) from None
+
+
+@router.post("/flows/{ref}/retry", summary="Remettre en file un flux en attente de retraitement (exploitation)")
+def flow_retry(request: Request, user: CurrentUser, ref: str):
+    return {"detail": _act(lambda: actions.retry_flow(request.app.state.web, user, ref))}
+
+
+@router.post("/flows/{ref}/reprocess", summary="Retraiter un flux terminé depuis son original archivé (exploitation)")
+def flow_reprocess(request: Request, user: CurrentUser, ref: str, dry_run: bool = False):
+    """`dry_run=true` : ce qui changerait, facture par facture, sans rien écrire (comme
+    `edi reprocess --dry-run`)."""
+    return _act(lambda: actions.reprocess_flow(request.app.state.web, user, ref, dry_run)).as_dict()
+
+
+@router.post("/flows/{ref}/reports/{filename}/resend", summary="Renvoyer un compte rendu (exploitation)")
+def report_resend(request: Request, user: CurrentUser, ref: str, filename: str):
+    return {"detail": _act(lambda: actions.resend_report(request.app.state.web, user, ref, filename))}
+
+
+@router.post("/invoices/{deposit_no}/status", summary="Poser un statut (destinataire sur ses SIRET, exploitation)")
+def invoice_status(request: Request, user: CurrentUser, deposit_no: str,
+                   status: Annotated[str, Body()], reason: Annotated[str, Body()] = "",
+                   comment: Annotated[str, Body()] = "", mandate: Annotated[str, Body()] = ""):
+    """`status` : 07 à 11, ou `motif` (04, 05 ou 06 selon `reason`, liste de la réforme) ;
+    refus : 422 avec le code REJ_* dans `detail`."""
+    applied = _act(lambda: actions.set_status(request.app.state.web, user, deposit_no, status, reason, comment,
+                                              mandate))
+    return {"deposit_no": applied.deposit_no, "previous": applied.previous, "status": applied.status,
+            "report": applied.report}

@@ -73,9 +73,11 @@ def _ensure_indexes(url: str) -> None:
 
 
 def create_app(cfg: Config, *, checks: dict[str, Callable[[], str]] | None = None,
-               on_deposit: Callable[[int], None] | None = None) -> FastAPI:
+               on_deposit: Callable[[int], None] | None = None,
+               gauges: dict[str, tuple[str, Callable[[], float]]] | None = None) -> FastAPI:
     """`checks`: extra health checks (name -> callable returning "ok" or raising); `on_deposit`:
-    called with the flow id of each uploaded flow (`edi serve` wakes its workers with it)."""
+    called with the flow id of each uploaded flow (`edi serve` wakes its workers with it);
+    `gauges`: extra metrics of the host service (name -> (help, reader))."""
     from edi.web import api, pages
 
     settings = cfg.web
@@ -88,7 +90,7 @@ def create_app(cfg: Config, *, checks: dict[str, Callable[[], str]] | None = Non
     app = FastAPI(title="edi — API", version="1", description="Flux et factures de la plateforme edi.",
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.web = Web(cfg, sessions, templates, AddressThrottle(), on_deposit)
-    registry = monitoring.registry(cfg)
+    registry = monitoring.registry(cfg, gauges)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz():

@@ -1,7 +1,8 @@
 """The console's pages, in French, rendered on the server (no JavaScript needed).
 
-Tableau de bord, flows and invoices (search, detail, CSV export), reports rendered in French and
-downloadable as XML, the printable deposit certificate, a deposit form. Every page needs a
+Tableau de bord, flows and invoices (search, detail with the step trace, CSV export), reports
+rendered in French and downloadable as XML, the printable deposit certificate, a deposit form,
+and the actions of `edi.web.actions` (ops: retry, resend, reprocess; recipients: statuses). Every page needs a
 session; every form carries the CSRF token. What is outside the user's scope answers 404.
 """
 
@@ -17,9 +18,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from edi import log, queries
+from edi import lifecycle, log, queries
 from edi.reports.render import render_text
-from edi.web import search, upload, users
+from edi.web import actions, search, upload, users
 from edi.web.auth import check_csrf, page_user
 from edi.web.users import User
 
@@ -113,7 +114,7 @@ def logout(request: Request, user: PageUser, csrf: Annotated[str, Form()] = ""):
 
 @router.get("/")
 def dashboard(request: Request, user: PageUser):
-    figures = search.dashboard(request.app.state.web.url, _scope(request, user))
+    figures = search.dashboard_cached(request.app.state.web.url, _scope(request, user))
     peak = max([d["count"] for d in figures["flows_per_day"]] + [1])
     return _render(request, "dashboard.html", {"d": figures, "peak": peak})
 
@@ -186,20 +187,64 @@ def flows_csv(request: Request, user: PageUser):
     return _csv(rows, FLOW_COLUMNS, "flux.csv")
 
 
+FLOW_INVOICES_PAGE = 100  # invoices listed per page of a flow's detail
+
+
 def _visible_flow(request: Request, user: User, ref: str) -> dict:
+    """The flow as its page shows it: one page of its invoices (`?page=N`), the flow-level trace."""
     url = request.app.state.web.url
-    detail = queries.flow_detail(url, ref)
+    page = _page_number(request)
+    detail = queries.flow_detail(url, ref, page=((page - 1) * FLOW_INVOICES_PAGE, FLOW_INVOICES_PAGE))
     if detail is None or not search.flow_visible(url, _scope(request, user), detail["id"]):
         raise HTTPException(404, f"Flux {ref} introuvable.")
     return detail
 
 
-@router.get("/flux/{ref}")
-def flow(request: Request, user: PageUser, ref: str):
+def _flow_page(request: Request, user: User, ref: str, status_code: int = 200, **extra):
     detail = _visible_flow(request, user, ref)
     reports = [dict(filename=r["filename"], text=render_text(r["content"]))
                for r in queries.report_contents(request.app.state.web.url, detail["id"])]
-    return _render(request, "flow.html", {"flow": detail, "reports": reports})
+    page = _page_number(request)
+    at = f"/flux/{detail['id']}?page="
+    pager = {"page": page, "previous": at + str(page - 1) if page > 1 else None,
+             "next": at + str(page + 1) if detail["has_more"] else None}
+    return _render(request, "flow.html", {"flow": detail, "reports": reports, "message": "", "error": "",
+                                          "reprocessed": None, "pager": pager, **extra}, status_code)
+
+
+@router.get("/flux/{ref}")
+def flow(request: Request, user: PageUser, ref: str):
+    return _flow_page(request, user, ref)
+
+
+def _flow_action(request: Request, user: User, ref: str, csrf: str, action):
+    """An ops action on a flow, then its page with the outcome (or the refusal) on top."""
+    check_csrf(request, csrf)
+    try:
+        done = action(request.app.state.web)
+    except actions.ActionRefused as exc:
+        if exc.status == 404:
+            raise HTTPException(404, exc.message) from None
+        return _flow_page(request, user, ref, exc.status, error=exc.message)
+    if isinstance(done, str):
+        return _flow_page(request, user, ref, message=done)
+    return _flow_page(request, user, ref, reprocessed=done)
+
+
+@router.post("/flux/{ref}/relancer")
+def flow_retry(request: Request, user: PageUser, ref: str, csrf: Annotated[str, Form()] = ""):
+    return _flow_action(request, user, ref, csrf, lambda web: actions.retry_flow(web, user, ref))
+
+
+@router.post("/flux/{ref}/retraiter")
+def flow_reprocess(request: Request, user: PageUser, ref: str, csrf: Annotated[str, Form()] = "",
+                   essai: Annotated[str, Form()] = ""):
+    return _flow_action(request, user, ref, csrf, lambda web: actions.reprocess_flow(web, user, ref, bool(essai)))
+
+
+@router.post("/flux/{ref}/rapports/{filename}/renvoyer")
+def report_resend(request: Request, user: PageUser, ref: str, filename: str, csrf: Annotated[str, Form()] = ""):
+    return _flow_action(request, user, ref, csrf, lambda web: actions.resend_report(web, user, ref, filename))
 
 
 @router.get("/flux/{ref}/rapports/{filename}")
@@ -257,9 +302,32 @@ def _visible_invoice(request: Request, user: User, deposit_no: str) -> dict:
     return queries.invoice_detail(url, deposit_no)
 
 
+def _invoice_page(request: Request, user: User, deposit_no: str, status_code: int = 200, **extra):
+    inv = _visible_invoice(request, user, deposit_no)
+    choices = actions.status_choices(user, inv["status"]) if user.role in ("ops", "recipient") else []
+    return _render(request, "invoice.html", {"inv": inv, "choices": choices, "reasons": lifecycle.REASONS,
+                                             "message": "", "error": "", **extra}, status_code)
+
+
 @router.get("/factures/{deposit_no}")
 def invoice(request: Request, user: PageUser, deposit_no: str):
-    return _render(request, "invoice.html", {"inv": _visible_invoice(request, user, deposit_no)})
+    return _invoice_page(request, user, deposit_no)
+
+
+@router.post("/factures/{deposit_no}/statut")
+def invoice_status(request: Request, user: PageUser, deposit_no: str, csrf: Annotated[str, Form()] = "",
+                   statut: Annotated[str, Form()] = "", motif: Annotated[str, Form()] = "",
+                   commentaire: Annotated[str, Form()] = "", mandat: Annotated[str, Form()] = ""):
+    check_csrf(request, csrf)
+    try:
+        applied = actions.set_status(request.app.state.web, user, deposit_no, statut, motif, commentaire, mandat)
+    except actions.ActionRefused as exc:
+        if exc.status == 404:
+            raise HTTPException(404, exc.message) from None
+        return _invoice_page(request, user, deposit_no, exc.status, error=exc.message)
+    return _invoice_page(request, user, deposit_no, message=(
+        f"Statut {applied.previous} → {applied.status} {lifecycle.LABELS[applied.status]} enregistré ; "
+        f"compte rendu {applied.report} envoyé au fournisseur."))
 
 
 @router.get("/factures/{deposit_no}/certificat")
@@ -271,3 +339,41 @@ def certificate(request: Request, user: PageUser, deposit_no: str):
         digest = ""
     deposited = next((e["at"] for e in inv["events"] if e["code"] == "01"), None)
     return _render(request, "certificate.html", {"inv": inv, "sha256_hex": digest, "deposited": deposited})
+
+
+# ------------------------------------------------------------------ directory and partners
+
+
+STRUCTURE_COLUMNS = {"siret": "SIRET", "name": "Raison sociale", "postal_code": "Code postal", "city": "Ville",
+                     "active": "Active", "service_required": "Service obligatoire", "ej_required": "Engagement obligatoire"}
+
+
+@router.get("/annuaire")
+def directory(request: Request, user: PageUser):
+    f = search.StructureFilter.of(request.query_params)
+    found = search.search_structures(request.app.state.web.url, f, _page_number(request))
+    return _render(request, "directory.html", {"f": f, "found": found, "links": _links(request, found)})
+
+
+@router.get("/annuaire.csv")
+def directory_csv(request: Request, user: PageUser):
+    rows = search.all_structures(request.app.state.web.url, search.StructureFilter.of(request.query_params))
+    return _csv(rows, STRUCTURE_COLUMNS, "annuaire.csv")
+
+
+@router.get("/annuaire/{siret}")
+def structure(request: Request, user: PageUser, siret: str):
+    found = search.structure_detail(request.app.state.web.url, siret)
+    if found is None:
+        raise HTTPException(404, f"Structure {siret} absente de l'annuaire.")
+    return _render(request, "structure.html", {"st": found})
+
+
+@router.get("/partenaires")
+def partners_page(request: Request, user: PageUser):
+    """Partner accounts (ops only: keys and accounts are not other partners' business)."""
+    from edi import partners
+
+    if user.role != "ops":
+        raise HTTPException(404, "Page introuvable.")
+    return _render(request, "partners.html", {"partners": partners.list_partners(request.app.state.web.url)})

@@ -9,16 +9,18 @@ number). The scope is applied in SQL, so a sender never receives a row of anothe
 from __future__ import annotations
 
 import json
+import threading
+import time as time_
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import Numeric, case, cast, false, func, or_, select
+from sqlalchemy import false, func, or_, select
 
 from edi import db
 from edi.finding import FATAL
-from edi.db.models import ON_HOLD, IN_PROGRESS, RECEIVED, Finding, Flow, Invoice, Partner, ReportPush
+from edi.db.models import ON_HOLD, IN_PROGRESS, RECEIVED, Finding, Flow, Invoice, Partner, ReportPush, Service, Structure
 from edi.reports.statut import LIFECYCLE_LABELS
 from edi.web.users import User
 
@@ -149,10 +151,6 @@ def _flows_query(scope: Scope, f: FlowFilter):
     return _received_between(query, f.since, f.until).order_by(Flow.id.desc())
 
 
-def _amount_ttc():
-    """TTC as a number, for accepted invoices only (their amounts passed the amount rules; a
-    rejected invoice's amount may be any text and must not break the cast)."""
-    return case((Invoice.accepted, cast(func.nullif(Invoice.total_ttc, ""), Numeric(18, 2))), else_=None)
 
 
 def _invoices_in_scope(query, scope: Scope, joined: bool = False):
@@ -173,9 +171,9 @@ def _invoices_query(scope: Scope, f: InvoiceFilter):
         if value:
             query = query.where(column == value)
     if (low := _amount(f.amount_min, "Montant minimum")) is not None:
-        query = query.where(_amount_ttc() >= low)
+        query = query.where(Invoice.amount_ttc >= low)  # indexed; accepted invoices only
     if (high := _amount(f.amount_max, "Montant maximum")) is not None:
-        query = query.where(_amount_ttc() <= high)
+        query = query.where(Invoice.amount_ttc <= high)
     return _received_between(query, f.since, f.until).order_by(Invoice.id.desc())
 
 
@@ -243,12 +241,88 @@ def invoice_visible(url: str, scope: Scope, deposit_no: str) -> bool:
     return bool(_page(url, _invoices_query(scope, InvoiceFilter(deposit_no=deposit_no)), 1, 1, _invoice_row).rows)
 
 
+# ------------------------------------------------------------------ directory
+
+
+@dataclass(frozen=True)
+class StructureFilter:
+    siret: str = ""
+    name: str = ""  # part of the raison sociale, any case
+    city: str = ""  # part of the city, any case
+
+    @classmethod
+    def of(cls, params) -> StructureFilter:
+        return cls(**{f.name: (params.get(f.name) or "").strip() for f in fields(cls)})
+
+
+def _contains(column, text: str):
+    return func.lower(column).like("%" + text.lower().replace("\\", "").replace("%", "").replace("_", "") + "%")
+
+
+def _structures_query(f: StructureFilter):
+    query = select(Structure)
+    if f.siret:
+        query = query.where(Structure.siret == f.siret)
+    if f.name:
+        query = query.where(_contains(Structure.name, f.name))
+    if f.city:
+        query = query.where(_contains(Structure.city, f.city))
+    return query.order_by(Structure.siret)
+
+
+def structure_row(st: Structure) -> dict:
+    return dict(siret=st.siret, name=st.name, city=st.city, postal_code=st.postal_code, active=st.active,
+                edi_receiver=st.edi_receiver, service_required=st.service_required, ej_required=st.ej_required,
+                service_or_ej=st.service_or_ej, moa_only=st.moa_only)
+
+
+def search_structures(url: str, f: StructureFilter, page: int = 1, size: int = PAGE_SIZE) -> Page:
+    """The directory of public structures (public data: every role may search it)."""
+    return _page(url, _structures_query(f), page, size, structure_row)
+
+
+def all_structures(url: str, f: StructureFilter) -> Iterator[dict]:
+    with db.session(url) as s:
+        for (st,) in s.execute(_structures_query(f).execution_options(yield_per=1000)):
+            yield structure_row(st)
+
+
+def structure_detail(url: str, siret: str) -> dict | None:
+    with db.session(url) as s:
+        st = s.get(Structure, siret)
+        if st is None:
+            return None
+        services = s.execute(select(Service).where(Service.siret == siret).order_by(Service.code)).scalars().all()
+    out = {c.name: getattr(st, c.name) for c in Structure.__table__.columns}
+    out["services"] = [dict(code=v.code, name=v.name, ej_required=v.ej_required, active=v.active) for v in services]
+    return out
+
+
 # ------------------------------------------------------------------ dashboard and metrics
 
 
 def _grouped(s, column, query) -> dict:
     return {key: count for key, count in s.execute(query.with_only_columns(column, func.count())
                                                    .group_by(column).order_by(None)).all()}
+
+
+DASHBOARD_SECONDS = 5.0  # the figures of one scope are shared by the page views meanwhile
+_dashboards: dict[tuple[str, Scope], tuple[float, dict]] = {}
+_dashboards_lock = threading.Lock()
+
+
+def dashboard_cached(url: str, scope: Scope) -> dict:
+    """`dashboard`, computed at most every DASHBOARD_SECONDS per scope: at a million invoices
+    its grouped counts cost a few hundred milliseconds, and a tableau de bord open on many
+    screens need not pay them at every view."""
+    key = (url, scope)
+    with _dashboards_lock:
+        found = _dashboards.get(key)
+        if found is None or time_.monotonic() - found[0] > DASHBOARD_SECONDS:
+            if len(_dashboards) > 1000:  # one entry per sender/recipient scope: bounded anyway
+                _dashboards.clear()
+            found = _dashboards[key] = (time_.monotonic(), dashboard(url, scope))
+        return found[1]
 
 
 def dashboard(url: str, scope: Scope, days: int = 14, now: datetime | None = None) -> dict:
@@ -296,4 +370,5 @@ def metric_counts(url: str) -> dict:
             select(Invoice.accepted, Invoice.status, func.count()).group_by(Invoice.accepted, Invoice.status)).all()}
         findings = s.execute(select(Finding.code, Finding.severity, func.count())
                              .group_by(Finding.code, Finding.severity)).all()
-    return dict(flows=flows, invoices=invoices, findings=[(c, sev, n) for c, sev, n in findings])
+        pushes = dict(s.execute(select(ReportPush.state, func.count()).group_by(ReportPush.state)).all())
+    return dict(flows=flows, invoices=invoices, findings=[(c, sev, n) for c, sev, n in findings], pushes=pushes)

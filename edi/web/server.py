@@ -27,8 +27,8 @@ def _server(cfg: Config, port: int | None = None, **app_options) -> uvicorn.Serv
 class WebThread:
     """The console in a thread of another service (`edi serve`): `start()`, then `stop()`."""
 
-    def __init__(self, cfg: Config, *, port: int | None = None, checks=None, on_deposit=None):
-        self.server = _server(cfg, port, checks=checks, on_deposit=on_deposit)
+    def __init__(self, cfg: Config, *, port: int | None = None, checks=None, on_deposit=None, gauges=None):
+        self.server = _server(cfg, port, checks=checks, on_deposit=on_deposit, gauges=gauges)
         self._thread = threading.Thread(target=self._serve, name="edi-web", daemon=True)
 
     def _serve(self) -> None:
