@@ -33,9 +33,9 @@ from edi.spool import Spool
 from edi.ingest.split import read_flow
 from edi.interfaces import INTERFACES
 from edi.invoice import InvoiceData
-from edi.reports import statut
+from edi.reports import pivot, statut
 from edi.reports.outbox import unique_filename
-from edi.route import delivery
+from edi.route import delivery, recipients
 from edi.route.status import processing_id as _processing_id, report_app as _report_app, status_line
 from edi.validate import checks, flowchecks, pool
 from edi.finding import Finding
@@ -260,6 +260,10 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
                       for r in outcome.invoices if r.accepted for code in (DEPOSITED, AVAILABLE))
             for chunk in _chunks(events):
                 s.execute(insert(StatusEvent.__table__), chunk)
+        items = [(r.row["recipient_siret"], recipients.delivered(r.row, ids[r.seq], pivot.FIRST, flow.received_at))
+                 for r in outcome.invoices if r.accepted]
+        for sent in recipients.deliver(s, flow.id, items, now) if items else ():
+            steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{sent.filename} (factures pour {sent.app})"))
         steps.append(trace.row(flow.id, trace.FINISHED, outcome.state,
                                f"{outcome.accepted}/{len(outcome.invoices)} facture(s) acceptée(s)"))
         for chunk in _chunks(steps):

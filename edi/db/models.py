@@ -79,6 +79,8 @@ class Partner(SQLModel, table=True):
     enabled: bool = True
     password_hash: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    role: str = "sender"  # sender (deposits invoices) | recipient (receives them, sends statuses)
+    sirets: str = ""  # recipient: comma-separated SIRETs it receives for and answers for
 
 
 class Flow(SQLModel, table=True):
@@ -216,7 +218,7 @@ class Report(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     flow_id: int | None = Field(default=None, foreign_key="flow.id", index=True)
     app: str = Field(index=True)
-    kind: str  # integration | processing
+    kind: str  # integration | processing | delivery (FDE2001A: invoices for a recipient partner)
     filename: str = Field(unique=True)
     content: bytes = Field(sa_column=Column(CompressedBytes, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)

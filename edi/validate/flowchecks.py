@@ -125,6 +125,10 @@ def check_sender(name: FlowName, folder_app: str | None, partner) -> None:
         raise FlowRejected("IRR_CODE_APP", f"flux déposé par {folder_app}", location="nom du fichier", value=name.app)
     if partner is None or not partner.enabled:
         raise FlowRejected("IRR_CODE_APP", location="nom du fichier", value=name.app)
+    role = INTERFACES[name.interface].role
+    if (partner.role or "sender") != role:
+        who = "aux destinataires" if role == "recipient" else "aux opérateurs déposants"
+        raise FlowRejected("IRR_CODE_APP", f"interface {name.interface} réservée {who}", value=name.interface)
     allowed = [c for c in (partner.interfaces or "").split(",") if c]
     if allowed and name.interface not in allowed:
         raise FlowRejected("IRR_CODE_APP", f"interface {name.interface} non souscrite", value=name.interface)
