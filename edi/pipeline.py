@@ -35,7 +35,9 @@ from edi.interfaces import INTERFACES
 from edi.invoice import InvoiceData
 from edi.reports import pivot, statut
 from edi.reports.outbox import unique_filename
-from edi.route import delivery, recipients
+from edi.ingest.statuses import read_statuses
+from edi.route import delivery, recipients, statusflow
+from edi.route.status import report as status_report
 from edi.route.status import processing_id as _processing_id, report_app as _report_app, status_line
 from edi.validate import checks, flowchecks, pool
 from edi.finding import Finding
@@ -71,6 +73,7 @@ class Outcome:
     rules: list[str] = field(default_factory=list)  # schema and rule-set versions that ran
     staging: str = ""  # the flow's scratch folder under spool/work
     steps: list[dict] = field(default_factory=list)  # flow-level trace rows, written with the outcome
+    done: Flow | None = None  # a status flow, applied and committed by `_apply_statuses`
 
     def step(self, flow_id: int, step: str, outcome: str = trace.OK, detail: str = "") -> None:
         self.steps.append(trace.row(flow_id, step, outcome, detail))
@@ -130,6 +133,8 @@ def _process(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Del
                      f"{finding.code} : {finding.message}" + (f" ({finding.value})" if finding.value else ""))
         log_.warning("flow_irrecevable", code=finding.code, detail=finding.message)
     else:
+        if outcome.done is not None:
+            return outcome.done
         outcome.step(flow.id, trace.SPLIT, trace.OK, f"{len(outcome.invoices)} facture(s)")
         delivered = 0
         for result in outcome.invoices:
@@ -166,6 +171,9 @@ def _run(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliver
     flowchecks.check_size(flow.size, cfg.max_flow_bytes)
     outcome.step(flow.id, trace.CHECKED, trace.OK, f"{name.interface}, émetteur {name.app}, flux {name.flow_ref}")
     limits = Limits.of(cfg)
+    if INTERFACES[name.interface].role == "recipient":
+        outcome.done = _apply_statuses(cfg.database_url, flow, outcome, partner, limits)
+        return
     context = checks.Context.for_flow(cfg, name.interface, INTERFACES[name.interface].syntax.name)
     try:
         _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context)
@@ -274,6 +282,58 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
             invoice_count=len(outcome.invoices), accepted_count=outcome.accepted,
             owner=None, lease_until=None, finished_at=now,
         ))
+        s.commit()
+        return s.get(Flow, flow.id)
+
+
+def _apply_statuses(url: str, flow: Flow, outcome: Outcome, partner: Partner, limits: Limits) -> Flow:
+    """A recipient's status flow, in one transaction: every line checked and applied as it is
+    read, one FEN1200A per sender concerned, the CEN1200A for the recipient, the flow's state.
+    FlowRejected (irrecevable) rolls it all back: the flow is then reported as any other."""
+    now = utcnow()
+    with db.session(url) as s:
+        hold(s, flow.id)  # first: a worker that lost the flow writes nothing
+        applier = statusflow.Applier(s, partner.app, {x for x in partner.sirets.split(",") if x}, now)
+        steps = list(outcome.steps)
+        try:
+            for line in read_statuses(Path(flow.archive_path), limits):
+                done = applier.apply(line)
+                if isinstance(done, statusflow.LineRefused):
+                    steps.append(trace.row(flow.id, trace.INVOICE, trace.KO, f"ligne {line.seq}, n° {line.number} : "
+                                                                            f"{done.refusal}", at=now))
+                else:
+                    steps.append(trace.row(flow.id, trace.INVOICE, trace.OK, f"ligne {line.seq}, n° {line.number} : "
+                                                                            f"statut {line.status}", at=now,
+                                           invoice_id=done.id))
+        except FlowRejected:
+            s.rollback()
+            raise
+        steps.append(trace.row(flow.id, trace.SPLIT, trace.OK, f"{applier.count} statut(s)"))
+        for sent in status_report(s, applier.changed, now) if applier.changed else ():
+            steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{sent.filename} ({sent.app})"))
+        accepted = len(applier.changed)
+        status = statut.flow_status(accepted, len(applier.refused))
+        cen = Report(
+            flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
+            filename=unique_filename(s, _integration_name(flow, outcome), flow.id),
+            content=statut.integration_report(
+                sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
+                report_flow_id=f"CEN{flow.id:022d}", flow_ref=outcome.flow_ref, status=status, produced_at=now,
+                lines=[r.error_line() for r in applier.refused],
+                comment=f"{accepted} statut(s) appliqué(s), {len(applier.refused)} refusé(s)",
+            ),
+        )
+        s.add(cen)
+        state = REJECTED if not accepted else (INTEGRATED if not applier.refused else PARTIAL)
+        steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{cen.filename} (statut {status})"))
+        steps.append(trace.row(flow.id, trace.FINISHED, state, f"{accepted}/{applier.count} statut(s) appliqué(s)"))
+        for chunk in _chunks(steps):
+            s.execute(insert(FlowStep.__table__), chunk)
+        s.execute(update(Flow).where(Flow.id == flow.id).values(
+            interface=outcome.interface, flow_ref=outcome.flow_ref, state=state, error_code=None,
+            invoice_count=applier.count, accepted_count=accepted, owner=None, lease_until=None, finished_at=now,
+        ))
+        crash_point("statuses_applied")
         s.commit()
         return s.get(Flow, flow.id)
 
