@@ -6,13 +6,19 @@ FEN1200A per sender with the recipient as Producteur. Real flows, real spool, SQ
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from datetime import date, datetime, timezone
 
+import pytest
 from sqlalchemy import func, select
 
 from edi import db, gen
 from edi.db.models import Flow, Invoice, StatusEvent
 from edi.gen_statuses import Answer, status_file
+from edi.gen_statuses import generate as generate_statuses
+from tests.test_serve import Site, wait_until
 from tests.helpers import DEMO, PARTNERS, error_lines, flow_status, generated, make_platform, status_lines, validate_report
 
 DAY = date(2026, 3, 2)
@@ -159,3 +165,51 @@ def test_the_same_status_flow_twice_is_irr_uncite_and_applied_once(tmp_path, db_
     with db.session(platform.url) as s:
         assert s.execute(select(func.count()).select_from(StatusEvent).where(StatusEvent.code == "07")).scalar_one() == 1
         assert s.execute(select(func.count()).select_from(Flow)).scalar_one() == 3
+
+
+# ------------------------------------------------------------------ crash and resume (real `edi serve`)
+
+
+@pytest.mark.parametrize("point", ["statuses_applied", "committed"])
+def test_a_status_flow_killed_mid_way_is_resumed_and_applied_once(tmp_path, point):
+    site = Site(tmp_path)
+    with site.config.open("a", encoding="utf-8") as fh:
+        fh.write(f'[[partners]]\napp = "{CHU}"\nrole = "recipient"\nsirets = {json.dumps(SIRETS)}\n')
+    url = f"sqlite:///{site.db_path}"
+    try:
+        run = site.serve()
+        made = gen.generate("FSO1110A", 5, tmp_path / "made", seed=4, reference_date=DAY)
+        site.drop(made.path)
+        wait_until(lambda: site.query("SELECT state FROM flow") == [("IN_INTEGRE",)]
+                   and site.query("SELECT count(*) FROM report WHERE written_at IS NULL") == [(0,)], 60, "the deposit")
+        assert run.stop() == 0
+        path, answers = generate_statuses(url, made.flow_id, tmp_path / "statuses", seed=1, at=AT)
+        db.dispose_all()
+        inbox = site.spool / "partners" / CHU / "in"
+
+        crashed = site.serve(EDI_TEST_CRASH_AT=point)
+        shutil.copyfile(path, inbox / f".{path.name}.part")
+        os.rename(inbox / f".{path.name}.part", inbox / path.name)
+        assert crashed.proc.wait(timeout=60) == 137, crashed.log.read_text()[-3000:]
+        applied = site.query("SELECT count(*) FROM statusevent WHERE actor = 'recipient'")
+        assert applied == ([(0,)] if point == "statuses_applied" else [(len(answers),)])
+
+        resumed = site.serve()
+        wait_until(lambda: site.query("SELECT state FROM flow WHERE id = 2") in ([("IN_INTEGRE",)], [("IN_INTEGRE_PARTIEL",)])
+                   and site.query("SELECT count(*) FROM report WHERE written_at IS NULL") == [(0,)], 60, "the statuses")
+        assert resumed.stop() == 0
+    finally:
+        for run in site.runs:
+            if run.proc.poll() is None:
+                run.proc.kill()
+                run.proc.wait()
+    # every line once: one recipient event per answer, the invoices at the answered status
+    assert site.query("SELECT count(*) FROM statusevent WHERE actor = 'recipient'") == [(len(answers),)]
+    assert sorted(site.query("SELECT number, status FROM invoice WHERE accepted")) == sorted(
+        (a.invoice.number, a.status) for a in answers)
+    # one CEN1200A for the recipient, one more FEN1200A for the sender, each written once
+    chu_out = sorted(p.name for p in (site.spool / "partners" / CHU / "out").iterdir())
+    assert [n for n in chu_out if n.startswith("CEN")] == [f"CEN1200A_{CHU}_{path.name.split('_')[2]}"]
+    assert len(site.reports("FEN1200A")) == 2  # the deposit's 01/03, then the recipient's statuses
+    assert site.query("SELECT kind, count(*) FROM report GROUP BY kind ORDER BY kind") == [
+        ("delivery", 1), ("integration", 2), ("processing", 2)]
