@@ -81,7 +81,8 @@ def generate(url: str, flow_ref: str, out_dir: Path, *, seed: int = 0, partner: 
         flow = find_flow(s, flow_ref)
         if flow is None:
             raise GenError(f"flux {flow_ref} introuvable")
-        invoices = list(s.execute(select(Invoice).where(Invoice.flow_id == flow.id, Invoice.accepted.is_(True))
+        invoices = list(s.execute(select(Invoice).where(Invoice.flow_id == flow.id, Invoice.accepted.is_(True),
+                                                        Invoice.deposit_no.is_not(None))
                                   .order_by(Invoice.seq)).scalars())
         recipients = list(s.execute(select(Partner).where(Partner.role == "recipient")).scalars())
     sirets = {p.app: {x for x in p.sirets.split(",") if x} for p in recipients}

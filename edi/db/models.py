@@ -134,6 +134,9 @@ class Invoice(SQLModel, table=True):
     status: str = ""  # current life-cycle status code (01, 03, 04, ...)
     path: str = ""  # where the routed invoice lies under spool/recipients
     size: int = 0
+    # a resend that recycled (04) or completed (06) a known invoice: that invoice's id. It has no
+    # deposit number and no status of its own; the known invoice carries the life cycle.
+    resend_of: int | None = None
 
 
 class Finding(SQLModel, table=True):

@@ -87,7 +87,7 @@ class Applier:
         if missing:
             return Refusal("REJ_INC", f"donnée obligatoire absente : {', '.join(missing)}")
         query = select(Invoice).where(Invoice.supplier_id == line.supplier_id, Invoice.number == line.number,
-                                      Invoice.accepted.is_(True))
+                                      Invoice.accepted.is_(True), Invoice.deposit_no.is_not(None))
         if line.invoice_date:
             query = query.where(Invoice.issue_date == line.invoice_date)
         invoice = self.s.execute(query.order_by(Invoice.id.desc()).limit(1)).scalars().first()
