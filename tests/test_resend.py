@@ -148,3 +148,60 @@ def test_a_resend_changing_more_than_the_routing_or_adding_nothing_stays_doublon
     _, cso = platform.report(flow, "CSO")
     assert "PLT-20" in {ln["CodeErreur"] for ln in error_lines(cso)}
     assert [i.status for i in invoices(platform)][:2] == ["04", "06"]
+
+
+# ------------------------------------------------------------------ by command
+
+
+def test_ops_recycle_an_invoice_in_04_with_the_routing_rules_and_who_did_it(tmp_path, db_url):
+    platform, _made, (a, b, c, _d) = setup(tmp_path, db_url, [("04", "REF_ERR"), ("06", "JUSTIF_ABS"), ("", ""), ("", "")])
+    other = next(i for i in (b, c, _d) if (i.recipient_siret, i.code_service, i.ej) != (a.recipient_siret, a.code_service, a.ej))
+    before = platform.out_files(DEMO)
+
+    refused = [platform.cli("invoices", "recycle", b.deposit_no, "--siret", other.recipient_siret, "--by", "alice"),
+               platform.cli("invoices", "recycle", a.deposit_no, "--by", "alice"),
+               platform.cli("invoices", "recycle", a.deposit_no, "--siret", "35600000000048", "--by", "alice"),
+               platform.cli("invoices", "recycle", "EDI9999999999999999999999", "--service", "X")]
+    assert [r.exit_code for r in refused] == [2, 2, 2, 2]
+    assert "REJ_RG" in refused[0].stderr and "REJ_INC" in refused[1].stderr and "REJ_INEX" in refused[3].stderr
+    assert "ROUT-04 : Le destinataire est absent de l'annuaire" in refused[2].stderr  # the routing rules ran
+    assert [i.status for i in invoices(platform)][:2] == ["04", "06"] and platform.out_files(DEMO) == before
+
+    args = ["--siret", other.recipient_siret, "--service", other.code_service, "--ej", other.ej]
+    result = platform.cli("invoices", "recycle", a.deposit_no, *args, "--by", "alice")
+    assert result.exit_code == 0, result.output
+    assert "04 → 03 Mise à disposition du destinataire, par alice" in result.stdout
+    now = invoices(platform)[0]
+    assert (now.status, now.recipient_siret, now.code_service, now.ej) == ("03", other.recipient_siret,
+                                                                          other.code_service, other.ej)
+    assert events(platform, a.id)[-1] == ("03", "platform", "alice")
+    (report,) = [validate_report(d) for n, d in platform.out_files(DEMO).items() if n not in before]
+    (line,) = status_lines(report)
+    assert (line["IdFacture"], line["IdStatut"]) == (a.number, "03") and "par l'exploitation" in line["Commentaire"]
+    assert {p.get("Id") for p in report.iterfind(".//Producteur")} == {"alice"}
+    last = deliveries(platform)[-1]
+    assert last.findtext(".//DonneesFacture/Renvoi") == "Recyclée"
+    assert last.findtext(".//Debiteur/Identifiant") == other.recipient_siret
+
+
+def test_ops_complete_an_invoice_in_06_with_its_pieces(tmp_path, db_url):
+    platform, _made, (a, b, _c, _d) = setup(tmp_path, db_url, [("04", "REF_ERR"), ("06", "JUSTIF_ABS"), ("", ""), ("", "")])
+    piece = tmp_path / "PV de réception.pdf"
+    piece.write_bytes(b"%PDF-1.4 proces-verbal\n")
+    refused = platform.cli("invoices", "complete", a.deposit_no, "--attach", str(piece), "--by", "bob")
+    assert refused.exit_code == 2 and "REJ_RG" in refused.stderr
+    before = platform.out_files(DEMO)
+    result = platform.cli("invoices", "complete", b.deposit_no, "--attach", str(piece), "--comment", "PV joint",
+                          "--by", "bob")
+    assert result.exit_code == 0, result.output
+    assert "06 → 12" in result.stdout
+    now = invoices(platform)[1]
+    assert now.status == "12" and events(platform, b.id)[-1] == ("12", "supplier", "bob")
+    (line,) = [ln for n, d in platform.out_files(DEMO).items() if n not in before for ln in status_lines(validate_report(d))]
+    assert line["IdStatut"] == "12" and "PV joint" in line["Commentaire"]
+    unit = deliveries(platform)[-1].find("CPPFactures/CPPFacturePivotUnitaire")
+    assert unit.findtext("DonneesFacture/Renvoi") == "Complétée"
+    pieces = {p.findtext("NomPJ"): p.findtext("Contenu") for p in unit.iterfind("PJ")}
+    assert any(name.endswith("PV_de_reception.pdf") or "PV" in name for name in pieces)
+    history = platform.cli_json("invoices", "history", b.deposit_no)
+    assert [e["status"] for e in history["events"]][-2:] == ["06", "12"]

@@ -24,10 +24,13 @@ from lxml import etree
 from sqlalchemy import select
 
 from edi import db, lifecycle
-from edi.db.models import Invoice, StatusEvent
+from edi.db.models import Invoice, StatusEvent, utcnow
 from edi.invoice import InvoiceData, extract
+from edi.lifecycle import Refusal
 from edi.reports import pivot
-from edi.route import status
+from edi.route import recipients, status
+from edi.route.directory import Directory
+from edi.route.routing import check_routing
 from edi.spool import Spool, safe_name
 
 RECYCLE, COMPLETE = "recycle", "complete"
@@ -129,3 +132,71 @@ def add_attachments(invoice: Invoice, files: list[str]) -> list[str]:
         shutil.copyfile(path, os.path.join(folder, name))
         names.append(name)
     return names
+
+
+# ------------------------------------------------------------------ by ops (edi invoices recycle|complete)
+
+
+def recycle_by_ops(url: str, spool: Spool, ej_patterns, deposit_no: str, *, siret: str | None,
+                   code_service: str | None, ej: str | None, producer: str) -> status.Applied:
+    """`edi invoices recycle`: an invoice in 04 routed again with the routing data given (the
+    others kept), checked by the routing rules, back to 03, reported and delivered again —
+    in one transaction. Refused (a REJ_* or routing code) changes nothing."""
+    at = utcnow()
+    with db.session(url) as s:
+        invoice = _by_deposit(s, deposit_no)
+        previous = invoice.status
+        _check(lifecycle.check_move(previous, lifecycle.AVAILABLE, lifecycle.PLATFORM), invoice, "recycler")
+        new = (siret or invoice.recipient_siret, invoice.code_service if code_service is None else code_service,
+               invoice.ej if ej is None else ej)
+        if new == (invoice.recipient_siret, invoice.code_service, invoice.ej):
+            raise status.Refused(Refusal("REJ_INC", "rien à recycler : donnez un autre --siret, --service ou --ej"))
+        found = [f for f in check_routing(recipient_siret=new[0], code_service=new[1], ej=new[2],
+                                          directory=Directory(url), ej_patterns=ej_patterns,
+                                          invoice_number=invoice.number) if f.fatal]
+        if found:
+            raise status.Refused(Refusal(found[0].code, found[0].message + (f" ({found[0].value})" if found[0].value else "")))
+        path = copy_invoice(spool, invoice, new[0], new[1])
+        changes = ", ".join(f"{label} {value or '(aucun)'}" for label, value in zip(("SIRET", "service", "EJ"), new))
+        event = recycle(s, invoice, siret=new[0], code_service=new[1], ej=new[2], path=path, producer=producer,
+                        comment=f"Facture recyclée par l'exploitation : {changes}", at=at)
+        return _reported(s, invoice, event, previous, RECYCLE, at)
+
+
+def complete_by_ops(url: str, files: list[str], *, deposit_no: str, comment: str, producer: str) -> status.Applied:
+    """`edi invoices complete`: the pieces a suspended (06) invoice waited for, added for its
+    supplier; 12 Complétée, reported and delivered again — in one transaction."""
+    at = utcnow()
+    with db.session(url) as s:
+        invoice = _by_deposit(s, deposit_no)
+        previous = invoice.status
+        _check(lifecycle.check_move(previous, lifecycle.COMPLETED, lifecycle.SUPPLIER), invoice, "compléter")
+        if not files:
+            raise status.Refused(Refusal("REJ_INC", "aucune pièce jointe : donnez --attach FICHIER"))
+        names = add_attachments(invoice, files)
+        text = f"Pièces ajoutées par l'exploitation : {', '.join(names)}" + (f". {comment}" if comment else "")
+        event = complete(s, invoice, path=invoice.path, producer=producer, actor=lifecycle.SUPPLIER,
+                         comment=text, at=at)
+        return _reported(s, invoice, event, previous, COMPLETE, at)
+
+
+def _by_deposit(s, deposit_no: str) -> Invoice:
+    invoice = s.execute(select(Invoice).where(Invoice.deposit_no == deposit_no)).scalars().first()
+    if invoice is None:
+        raise status.Refused(Refusal("REJ_INEX", f"aucune facture déposée sous le numéro {deposit_no}"))
+    return invoice
+
+
+def _check(refusal: Refusal | None, invoice: Invoice, verb: str) -> None:
+    if refusal is not None:
+        raise status.Refused(Refusal(refusal.code, f"impossible de {verb} la facture {invoice.deposit_no} : "
+                                                   f"{refusal.message}"))
+
+
+def _reported(s, invoice: Invoice, event: StatusEvent, previous: str, kind: str, at: datetime) -> status.Applied:
+    """The FEN1200A for the sender, the FDE2001A again for a recipient partner; committed."""
+    (sent,) = status.report(s, [(invoice, event)], at)
+    recipients.deliver(s, invoice.flow_id, [(invoice.recipient_siret, recipients.delivered(
+        invoice.model_dump(), invoice.id, RENVOI[kind], at))], at, prefix="FDR", number=event.id)
+    s.commit()
+    return status.Applied(invoice.deposit_no, invoice.number, invoice.flow_id, previous, event.code, sent.filename)
