@@ -213,3 +213,31 @@ def test_a_status_flow_killed_mid_way_is_resumed_and_applied_once(tmp_path, poin
     assert len(site.reports("FEN1200A")) == 2  # the deposit's 01/03, then the recipient's statuses
     assert site.query("SELECT kind, count(*) FROM report GROUP BY kind ORDER BY kind") == [
         ("delivery", 1), ("integration", 2), ("processing", 2)]
+
+
+# ------------------------------------------------------------------ the whole loop, by the command line
+
+
+def test_the_loop_deposit_statuses_report_recycle_redelivery_by_the_command_line(tmp_path, db_url):
+    platform, rows = platform_with_invoices(tmp_path, db_url, invoices=12)
+    flow_ref = platform.detail(rows[0].flow_id)["flow_ref"]
+    result = platform.cli("gen", "--statuses", flow_ref, "--seed", "2", "--out", str(tmp_path / "st"))
+    assert result.exit_code == 0, result.output
+    (made,) = (tmp_path / "st").glob("FEN1200A_CHUDEMO_*.xml")
+    assert validate_report(made.read_bytes()) is not None  # a recipient's status flow follows CPPStatut V1_19
+    result = platform.cli("ingest", str(platform.drop(made.name, made.read_bytes(), app=CHU)))
+    assert result.exit_code == 0 and "IN_INTEGRE" in result.stdout, result.output
+    now = statuses(platform)
+    assert set(now.values()) - {"03"} and set(now.values()) <= {"04", "05", "06", "07", "08", "11"}
+    assert any(n.startswith("FEN1200A_") for n in platform.out_files(DEMO)) and any(
+        n.startswith("CEN1200A_") for n in platform.out_files(CHU))
+    to_recycle = [i for i in rows if now[i.number] == "04"]
+    assert to_recycle, now
+    a = to_recycle[0]
+    other = next(i for i in rows if (i.recipient_siret, i.code_service, i.ej) != (a.recipient_siret, a.code_service, a.ej))
+    result = platform.cli("invoices", "recycle", a.deposit_no, "--siret", other.recipient_siret,
+                          "--service", other.code_service, "--ej", other.ej, "--by", "support")
+    assert result.exit_code == 0, result.output
+    assert statuses(platform)[a.number] == "03"
+    assert any(n.startswith("FDE2001A_CHUDEMO_FDR") for n in platform.out_files(CHU))
+    assert platform.cli("gen", "--statuses", "INCONNU", "--out", str(tmp_path / "st")).exit_code == 2

@@ -114,8 +114,10 @@ def copy_invoice(spool: Spool, invoice: Invoice, siret: str, code_service: str) 
     """The delivered files of `invoice`, copied to the folder of its new recipient (deterministic
     names: the deposit number); returns the invoice's new path."""
     target = spool.recipient_dir(siret, code_service)
-    target.mkdir(parents=True, exist_ok=True)
     folder = os.path.dirname(invoice.path)
+    if os.path.abspath(folder) == os.path.abspath(target):  # only the EJ changed: same recipient's folder
+        return invoice.path
+    target.mkdir(parents=True, exist_ok=True)
     for name in sorted(os.listdir(folder)):
         if name == os.path.basename(invoice.path) or name.startswith(f"{invoice.deposit_no}_PJ"):
             shutil.copyfile(os.path.join(folder, name), target / name)
