@@ -37,7 +37,7 @@ from edi.reports import pivot, statut
 from edi.reports.outbox import unique_filename
 from edi.ingest.statuses import read_statuses
 from edi.route import delivery, recipients, resend, statusflow
-from edi.route.status import report as status_report
+from edi.route.status import link_reports, report as status_report
 from edi.route.status import processing_id as _processing_id, report_app as _report_app, status_line
 from edi.validate import checks, flowchecks, pool, rules
 from edi.finding import Finding
@@ -298,6 +298,15 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
         return s.get(Flow, flow.id)
 
 
+def _status_steps(flow_id: int, done, at: datetime) -> list[dict]:
+    """Trace rows of status lines just applied or refused."""
+    return [trace.row(flow_id, trace.INVOICE, trace.KO, f"ligne {line.seq}, n° {line.number} : {outcome.refusal}", at=at)
+            if isinstance(outcome, statusflow.LineRefused) else
+            trace.row(flow_id, trace.INVOICE, trace.OK, f"ligne {line.seq}, n° {line.number} : statut {line.status}",
+                      at=at, invoice_id=outcome.id)
+            for line, outcome in done]
+
+
 def _resends(s, flow: Flow, outcome: Outcome, now: datetime, steps: list[dict]) -> list:
     """The known invoices this flow recycled or completed: changed and recorded, reported to their
     senders (FEN1200A), and what to deliver again to recipient partners (`Renvoi`)."""
@@ -333,20 +342,16 @@ def _apply_statuses(url: str, flow: Flow, outcome: Outcome, partner: Partner, li
         steps = list(outcome.steps)
         try:
             for line in read_statuses(Path(flow.archive_path), limits):
-                done = applier.apply(line)
-                if isinstance(done, statusflow.LineRefused):
-                    steps.append(trace.row(flow.id, trace.INVOICE, trace.KO, f"ligne {line.seq}, n° {line.number} : "
-                                                                            f"{done.refusal}", at=now))
-                else:
-                    steps.append(trace.row(flow.id, trace.INVOICE, trace.OK, f"ligne {line.seq}, n° {line.number} : "
-                                                                            f"statut {line.status}", at=now,
-                                           invoice_id=done.id))
+                steps += _status_steps(flow.id, applier.add(line), now)
+            steps += _status_steps(flow.id, applier.flush(), now)
         except FlowRejected:
             s.rollback()
             raise
         steps.append(trace.row(flow.id, trace.SPLIT, trace.OK, f"{applier.count} statut(s)"))
         for sent in status_report(s, applier.changed, now) if applier.changed else ():
             steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{sent.filename} ({sent.app})"))
+        if applier.changed:
+            link_reports(s, [event for _, event in applier.changed])
         accepted = len(applier.changed)
         status = statut.flow_status(accepted, len(applier.refused))
         cen = Report(

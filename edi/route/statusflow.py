@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 
 from edi import lifecycle
 from edi.db.models import Invoice, StatusEvent
@@ -54,53 +54,91 @@ class LineRefused:
                                             + (f", motif {line.reason}" if line.reason else ""))
 
 
+#: What a status line needs of its invoice (checks, the event, the supplier's report line).
+_COLUMNS = (Invoice.id, Invoice.flow_id, Invoice.status, Invoice.supplier_id, Invoice.supplier_id_type,
+            Invoice.supplier_name, Invoice.supplier_country, Invoice.recipient_siret, Invoice.code_service,
+            Invoice.number, Invoice.issue_date, Invoice.deposit_no)
+
+
 class Applier:
-    """Checks and applies the lines of one status flow from partner `app` in session `s`."""
+    """Checks and applies the lines of one status flow from partner `app` in session `s`, a
+    batch at a time: one query finds the batch's invoices (locked on PostgreSQL), the lines are
+    checked in order in memory, then `status.record_many` writes them. Memory holds one batch of
+    lines, and for the supplier's report one light row per accepted line."""
+
+    BATCH = 500
 
     def __init__(self, s, app: str, sirets: set[str], at: datetime):
         self.s, self.app, self.sirets, self.at = s, app, sirets, at
-        self.changed: list[tuple[Invoice, StatusEvent]] = []
+        self.changed: list[tuple[object, StatusEvent]] = []
         self.refused: list[LineRefused] = []
         self.count = 0
+        self._batch: list[StatusLine] = []
 
-    def apply(self, line: StatusLine) -> Invoice | LineRefused:
-        """The invoice changed, or why the line is refused."""
+    def add(self, line: StatusLine) -> list[tuple[StatusLine, object]]:
+        """Queue a line; when a batch is full, apply it and return each line's outcome (an
+        invoice row, or a LineRefused), else []."""
         self.count += 1
-        found = self._invoice(line)
-        if isinstance(found, Refusal):
-            return self._refuse(line, found)
-        change = status.Change(status=line.status, actor=lifecycle.RECIPIENT, producer=self.app,
-                               reason=line.reason, comment=line.comment, mandate=line.mandate)
-        try:
-            event = status.record(self.s, found, change, self.at)
-        except status.Refused as refused:
-            return self._refuse(line, refused.refusal)
-        except status.Conflict:
-            return self._refuse(line, Refusal("REJ_RG", "la facture a changé de statut pendant le traitement du flux"))
-        self.changed.append((found, event))
+        self._batch.append(line)
+        return self.flush() if len(self._batch) >= self.BATCH else []
+
+    def flush(self) -> list[tuple[StatusLine, object]]:
+        """Apply the queued lines; their outcomes, in order."""
+        batch, self._batch = self._batch, []
+        if not batch:
+            return []
+        found = self._invoices(batch)
+        outcomes: list[object] = []
+        items = []
+        for line in batch:
+            invoice = self._check(line, found)
+            outcomes.append(invoice)
+            if not isinstance(invoice, Refusal):
+                items.append((invoice, status.Change(status=line.status, actor=lifecycle.RECIPIENT,
+                                                     producer=self.app, reason=line.reason,
+                                                     comment=line.comment, mandate=line.mandate)))
+        recorded = iter(status.record_many(self.s, items, self.at))
+        done = []
+        for line, outcome in zip(batch, outcomes):
+            if not isinstance(outcome, Refusal):
+                event = next(recorded)
+                if isinstance(event, StatusEvent):
+                    self.changed.append((outcome, event))
+                    done.append((line, outcome))
+                    continue
+                outcome = event
+            refused = LineRefused(line, outcome)
+            self.refused.append(refused)
+            done.append((line, refused))
+        return done
+
+    def _invoices(self, batch: list[StatusLine]) -> dict[tuple[str, str], list]:
+        """The deposited invoices the batch names, by (supplier, number), newest first."""
+        keys = {(line.supplier_id, line.number) for line in batch if line.supplier_id and line.number}
+        found: dict[tuple[str, str], list] = {}
+        if not keys:
+            return found
+        query = (select(*_COLUMNS).where(tuple_(Invoice.supplier_id, Invoice.number).in_(sorted(keys)),
+                                         Invoice.accepted.is_(True), Invoice.deposit_no.is_not(None))
+                 .order_by(Invoice.id.desc()).with_for_update())
+        for row in self.s.execute(query):
+            found.setdefault((row.supplier_id, row.number), []).append(row)
         return found
 
-    def _invoice(self, line: StatusLine) -> Invoice | Refusal:
+    def _check(self, line: StatusLine, found: dict) -> object:
         missing = [name for name, value in (("Fournisseur/Identifiant", line.supplier_id),
                                             ("DonneesStatut/IdFacture", line.number),
                                             ("DonneesStatut/IdStatut", line.status)) if not value]
         if missing:
             return Refusal("REJ_INC", f"donnée obligatoire absente : {', '.join(missing)}")
-        query = select(Invoice).where(Invoice.supplier_id == line.supplier_id, Invoice.number == line.number,
-                                      Invoice.accepted.is_(True), Invoice.deposit_no.is_not(None))
-        if line.invoice_date:
-            query = query.where(Invoice.issue_date == line.invoice_date)
-        invoice = self.s.execute(query.order_by(Invoice.id.desc()).limit(1)).scalars().first()
-        if invoice is None:
+        candidates = [row for row in found.get((line.supplier_id, line.number), ())
+                      if not line.invoice_date or row.issue_date == line.invoice_date]
+        if not candidates:
             dated = f" du {line.invoice_date}" if line.invoice_date else ""
             return Refusal("REJ_INEX", f"aucune facture n° {line.number}{dated} du fournisseur "
                                        f"{line.supplier_id} déposée sur la plateforme")
+        invoice = candidates[0]
         if invoice.recipient_siret not in self.sirets:
             return Refusal("REJ_HAB", f"la facture n° {line.number} est adressée au SIRET "
                                       f"{invoice.recipient_siret}, dont {self.app} ne reçoit pas les factures")
         return invoice
-
-    def _refuse(self, line: StatusLine, refusal: Refusal) -> LineRefused:
-        refused = LineRefused(line, refusal)
-        self.refused.append(refused)
-        return refused
