@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import pipeline  # noqa: E402
 from benchmarks.pipeline import EDI, run_measured  # noqa: E402
 from edi import gen as generator  # noqa: E402
 
@@ -34,14 +35,10 @@ SIRETS = sorted(s.siret for s in generator.DIRECTORY_STRUCTURES if s.active)
 
 
 def write_config(site: Path) -> Path:
-    cfg = site / "edi.toml"
-    cfg.write_text(
-        f'[spool]\nroot = "{site / "spool"}"\n[database]\nurl = "sqlite:///{site / "edi.db"}"\n'
-        '[directory]\nej_patterns = { "11000201100044" = "^14\\\\d{8}$" }\n'
-        '[sftp]\nenabled = false\n[logging]\nformat = "json"\nlevel = "warning"\n'
-        '[[partners]]\napp = "DEMO"\ninterfaces = ["FSO1100A", "FSO1106A", "FSO1110A"]\n'
-        f'[[partners]]\napp = "CHUDEMO"\nrole = "recipient"\nsirets = {json.dumps(SIRETS)}\n'
-    )
+    """The pipeline benchmark's configuration, plus the recipient partner."""
+    cfg = pipeline.write_config(site)
+    with cfg.open("a", encoding="utf-8") as fh:
+        fh.write(f'[[partners]]\napp = "CHUDEMO"\nrole = "recipient"\nsirets = {json.dumps(SIRETS)}\n')
     return cfg
 
 

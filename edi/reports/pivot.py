@@ -16,10 +16,11 @@ import base64
 import mimetypes
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from lxml import etree
 
+from edi.reports import statut
 from edi.reports.statut import _is_date, xml_text
 
 VERSION = "V2_01"
@@ -66,13 +67,15 @@ def name(app: str, delivery_id: str) -> str:
     return f"{INTERFACE}_{app}_{delivery_id}.xml"
 
 
-def write_delivery(out, *, sender_app: str, recipient_app: str, delivery_id: str, produced: date,
+def write_delivery(out, *, sender_app: str, recipient_app: str, delivery_id: str, produced_at: datetime,
                    invoices: Iterable[DeliveredInvoice], count: int) -> None:
-    """The CPPFacturePivot for `count` invoices, written to the binary file object `out`."""
+    """The CPPFacturePivot for `count` invoices, written to the binary file object `out`. Its
+    envelope is the one of the platform's reports (same elements in both official schemas)."""
+    envelope = statut._document(sender_app, recipient_app, delivery_id, produced_at).find("Enveloppe")
     with etree.xmlfile(out, encoding="UTF-8") as xf:
         xf.write_declaration()
         with xf.element("CPPFacturePivot", Version=VERSION):
-            xf.write(_envelope(sender_app, recipient_app, delivery_id, produced), pretty_print=True)
+            xf.write(envelope, pretty_print=True)
             with xf.element("CPPFactures", Compteur=str(count)):
                 written = 0
                 for written, invoice in enumerate(invoices, start=1):
@@ -80,20 +83,6 @@ def write_delivery(out, *, sender_app: str, recipient_app: str, delivery_id: str
     if written != count:
         raise ValueError(f"delivery announced {count} invoices, got {written}")
     out.write(b"\n")
-
-
-def _envelope(sender_app: str, recipient_app: str, delivery_id: str, produced: date) -> etree._Element:
-    envelope = etree.Element("Enveloppe")
-    unit = etree.SubElement(envelope, "EnveloppeUnitaire", NumOrdre="1")
-    params = etree.SubElement(unit, "Parametres")
-    for number, (code, value) in enumerate((("DtPrd", produced.isoformat()), ("IdFlx", delivery_id)), start=1):
-        param = etree.SubElement(params, "ParametreIndiv", NumOrdre=f"{number:04d}")
-        _leaf(param, "Code", code)
-        _leaf(param, "Valeurparametre", value)
-    partners = etree.SubElement(unit, "Partenaires")
-    _leaf(etree.SubElement(partners, "Recepteur"), "Id", recipient_app)
-    _leaf(etree.SubElement(partners, "Emetteur"), "Id", sender_app)
-    return envelope
 
 
 def _unit(number: int, inv: DeliveredInvoice) -> etree._Element:

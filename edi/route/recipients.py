@@ -72,7 +72,7 @@ def deliver(s, flow_id: int, items: list[tuple[str, pivot.DeliveredInvoice]], at
         delivery_id = f"{prefix}{flow_id:010d}{n:012d}"
         with tempfile.TemporaryFile() as fh:
             pivot.write_delivery(fh, sender_app=PLATFORM_APP, recipient_app=app, delivery_id=delivery_id,
-                                 produced=at.date(), invoices=invoices, count=len(invoices))
+                                 produced_at=at, invoices=invoices, count=len(invoices))
             fh.seek(0)
             content = pack(iter(lambda: fh.read(1 << 20), b""))
         report = Report(flow_id=flow_id, app=app, kind=DELIVERY, created_at=at, content=content,
