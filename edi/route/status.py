@@ -73,7 +73,24 @@ def record(s, invoice: Invoice, change: Change, at: datetime) -> StatusEvent:
     return event
 
 
-def record_many(s, items: list[tuple[object, Change]], at: datetime) -> list[StatusEvent | Refusal]:
+@dataclass(slots=True)
+class Recorded:
+    """A StatusEvent row `record_many` inserted, as plain data (a SQLModel instance costs more to
+    build than the row costs to insert); what `report` and `link_reports` read of it."""
+
+    id: int
+    invoice_id: int
+    code: str
+    at: datetime
+    actor: str
+    producer: str
+    reason: str
+    comment: str
+    mandate: str
+    report_id: int | None = None
+
+
+def record_many(s, items: list[tuple[object, Change]], at: datetime) -> list[Recorded | Refusal]:
     """`record` for the lines of a status flow, in their order: the same checks (the status each
     invoice reached on an earlier line counts), then one UPDATE and one INSERT for the whole
     batch — a 10,000-line flow is thousands of lines a second. `items` hold Invoice rows or
@@ -81,7 +98,7 @@ def record_many(s, items: list[tuple[object, Change]], at: datetime) -> list[Sta
     the database write lock on SQLite), so none moves meanwhile. The events returned are not in
     the session: `link_reports` records which report carried them."""
     current: dict[int, str] = {}
-    out: list[StatusEvent | Refusal] = []
+    out: list[Recorded | Refusal] = []
     moves, rows = [], []
     for invoice, change in items:
         now = current.get(invoice.id, invoice.status)
@@ -100,11 +117,11 @@ def record_many(s, items: list[tuple[object, Change]], at: datetime) -> list[Sta
     s.execute(update(table).where(table.c.id == bindparam("b_id"), table.c.status == bindparam("b_from"))
               .values(status=bindparam("b_to")), moves)
     ids = iter(s.execute(insert(events).returning(events.c.id, sort_by_parameter_order=True), rows).scalars().all())
-    made = iter(StatusEvent(id=next(ids), **row) for row in rows)
+    made = iter(Recorded(id=next(ids), **row) for row in rows)
     return [next(made) if item is None else item for item in out]
 
 
-def link_reports(s, events: list[StatusEvent]) -> None:
+def link_reports(s, events: list[Recorded]) -> None:
     """Record in the database the report `report` gave each event of `record_many`."""
     table = StatusEvent.__table__
     s.execute(update(table).where(table.c.id == bindparam("b_id")).values(report_id=bindparam("b_report")),

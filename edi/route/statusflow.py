@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import select, tuple_
 
 from edi import lifecycle
-from edi.db.models import Invoice, StatusEvent
+from edi.db.models import Invoice
 from edi.lifecycle import Refusal
 from edi.reports import statut
 from edi.route import status
@@ -70,7 +70,7 @@ class Applier:
 
     def __init__(self, s, app: str, sirets: set[str], at: datetime):
         self.s, self.app, self.sirets, self.at = s, app, sirets, at
-        self.changed: list[tuple[object, StatusEvent]] = []
+        self.changed: list[tuple[object, status.Recorded]] = []
         self.refused: list[LineRefused] = []
         self.count = 0
         self._batch: list[StatusLine] = []
@@ -102,7 +102,7 @@ class Applier:
         for line, outcome in zip(batch, outcomes):
             if not isinstance(outcome, Refusal):
                 event = next(recorded)
-                if isinstance(event, StatusEvent):
+                if not isinstance(event, Refusal):
                     self.changed.append((outcome, event))
                     done.append((line, outcome))
                     continue
