@@ -227,6 +227,8 @@ def test_the_loop_deposit_statuses_report_recycle_redelivery_by_the_command_line
     assert validate_report(made.read_bytes()) is not None  # a recipient's status flow follows CPPStatut V1_19
     result = platform.cli("ingest", str(platform.drop(made.name, made.read_bytes(), app=CHU)))
     assert result.exit_code == 0 and "IN_INTEGRE" in result.stdout, result.output
+    shown = platform.cli_json("flows", "show", made.name.split("_")[2][:-4])
+    assert shown["state"] == "IN_INTEGRE" and [r["filename"][:9] for r in shown["reports"]] == ["CEN1200A_"]
     now = statuses(platform)
     assert set(now.values()) - {"03"} and set(now.values()) <= {"04", "05", "06", "07", "08", "11"}
     assert any(n.startswith("FEN1200A_") for n in platform.out_files(DEMO)) and any(
