@@ -32,6 +32,9 @@ CPP_FLOW = "CPPFactureMixte"  # the whole bulk flow
 CPP_ENVELOPE = "Enveloppe"
 CPP_INVOICES = "CPPFactures"  # holds the invoices, @Compteur = how many
 CPP_INVOICE = "CPPFactureMixteUnitaire"  # one invoice of the bulk flow
+CPP_STATUS = "CPPStatut"  # a status flow (and the platform's reports)
+CPP_STATUS_LINES = "CPPFactureStatuts"  # holds the invoice statuses, @compteur = how many
+CPP_STATUS_LINE = "CPPFactureStatutUnitaire"  # one status of one invoice
 
 
 @dataclass(frozen=True)
@@ -53,19 +56,24 @@ class Interface:
     syntax: Syntax
     extensions: tuple[str, ...]  # accepted file extensions
     label: str
+    role: str = "sender"  # the partners who may send it: senders (invoices) or recipients (statuses)
 
 
 UBL = Syntax("UBL", (UBL_INVOICE, UBL_CREDITNOTE), (UBL_INVOICE, UBL_CREDITNOTE), "UBL-Invoice",
              ("EN16931-UBL", "BR-FR-UBL"))
 CII_SYNTAX = Syntax("CII", (CII,), (CII,), "CII", ("EN16931-CII", "BR-FR-CII"))
 CPP = Syntax("CPP", (CPP_FLOW,), (CPP_INVOICE,), "CPP")
+#: Statuses of invoices, not invoices: no invoice root, no rule set (edi.ingest.statuses reads them).
+STATUT = Syntax("CPPStatut", (CPP_STATUS,), (), "CPPStatut")
 
-SYNTAXES: dict[str, Syntax] = {s.name: s for s in (UBL, CII_SYNTAX, CPP)}
+SYNTAXES: dict[str, Syntax] = {s.name: s for s in (UBL, CII_SYNTAX, CPP, STATUT)}
 
 INTERFACES: dict[str, Interface] = {i.code: i for i in (
     Interface("FSO1100A", UBL, ("xml", "tar.gz"), "E1 UBL 2.1 Invoice / CreditNote"),
     Interface("FSO1106A", CII_SYNTAX, ("xml", "tar.gz"), "E1 CII D16B CrossIndustryInvoice"),
     Interface("FSO1110A", CPP, ("xml",), "CPP bulk XML (CPPFactureMixte V1.17)"),
+    Interface("FEN1200A", STATUT, ("xml",), "Statuts de factures d'un destinataire (CPPStatut V1_19)",
+              role="recipient"),
 )}
 
 #: Every extension some interface accepts (a flow name with another one is IRR_TYPE).

@@ -355,8 +355,25 @@ def render_markdown() -> str:
         "- `edi invoices status N°_DE_DÉPÔT STATUT [--reason MOTIF] [--comment TEXTE] [--mandate N°] "
         "[--by NOM]` pose un statut au nom du destinataire ; le producteur est `--by`, à défaut "
         "l'utilisateur du système. Un refus affiche son code et ne change rien (code de sortie 2).",
+        "- `edi invoices recycle N°_DE_DÉPÔT [--siret S] [--service C] [--ej E] [--by NOM]` recycle une "
+        "facture au statut 04 pour le fournisseur : nouvelles données d'acheminement vérifiées par les "
+        "règles de routage, retour à 03, nouvelle remise (`Renvoi` = Recyclée).",
+        "- `edi invoices complete N°_DE_DÉPÔT --attach FICHIER... [--comment C] [--by NOM]` complète une "
+        "facture au statut 06 pour le fournisseur : pièces ajoutées, statut 12, nouvelle remise "
+        "(`Renvoi` = Complétée).",
         "- `edi invoices history N°_DE_DÉPÔT [--json]` montre chaque statut : date, producteur et rôle, "
         "motif, commentaire, mandat, compte rendu envoyé ; puis ce que chacun peut poser ensuite.",
+        "",
+        "## Par EDI",
+        "",
+        "- Un destinataire partenaire (`role = \"recipient\"`) reçoit ses factures en `FDE2001A` "
+        "(CPPFacturePivot) et envoie ses statuts en `FEN1200A` (CPPStatut, bloc `CPPFactureStatuts`) ; "
+        "chaque ligne est vérifiée par cette table (acteur : le destinataire), les lignes refusées "
+        "figurent dans son compte rendu `CEN1200A` avec leur code `REJ_*`.",
+        "- Le fournisseur recycle (après 04) ou complète (après 06) en renvoyant la facture par son "
+        "opérateur : même fournisseur, numéro et date ; seules les données d'acheminement changent "
+        "(recyclage) ou des pièces jointes s'ajoutent (complétude). Tout autre renvoi d'un numéro connu "
+        "est un doublon ; le numéro d'une facture rejetée (05) reste pris.",
         "",
         "## Statuts non pris en charge",
         "",

@@ -41,6 +41,9 @@ from edi.interfaces import INTERFACES as FLOW_INTERFACES
 log = structlog.get_logger("edi.partners")
 
 INTERFACES = tuple(FLOW_INTERFACES)  # design: "Flow file names"
+SENDER, RECIPIENT = "sender", "recipient"
+#: What a partner may send when its entry names no interface: a recipient only status flows.
+DEFAULT_INTERFACES = {SENDER: (), RECIPIENT: tuple(c for c, i in FLOW_INTERFACES.items() if i.role == RECIPIENT)}
 APP_RE = re.compile(r"^[A-Z0-9]{3,8}$")
 RSA_MIN_BITS = 2048  # the floor of NIST SP 800-131A; a 767-bit key could be logged in with
 
@@ -67,6 +70,8 @@ class PartnerInfo:
     has_password: bool
     created_at: datetime
     keys: tuple[KeyInfo, ...] = field(default=())
+    role: str = SENDER
+    sirets: tuple[str, ...] = ()
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -290,6 +295,8 @@ def _info(partner: Partner, keys) -> PartnerInfo:
         has_password=bool(partner.password_hash),
         created_at=partner.created_at,
         keys=tuple(KeyInfo(k.key_type, k.fingerprint, k.comment) for k in keys),
+        role=partner.role,
+        sirets=tuple(s for s in partner.sirets.split(",") if s),
     )
 
 
@@ -333,14 +340,15 @@ def load_from_config(cfg) -> list[str]:
     with db.session(cfg.database_url) as s:
         for entry in cfg.partners:
             app = _check_app(entry.app)
-            codes = _check_interfaces(entry.interfaces)
+            codes = _check_interfaces(entry.interfaces or DEFAULT_INTERFACES[entry.role])
             name = entry.name or app
             partner = s.get(Partner, app)
             if partner is None:
                 partner = Partner(app=app, name=name, interfaces=codes, enabled=True)
-                log.info("partner_loaded", partner=app, source="config")
+                log.info("partner_loaded", partner=app, source="config", role=entry.role)
             else:
                 partner.name, partner.interfaces = name, codes
+            partner.role, partner.sirets = entry.role, ",".join(dict.fromkeys(entry.sirets))
             s.add(partner)
             s.flush()
             _add_keys(s, app, config_keys(cfg, entry))

@@ -34,11 +34,13 @@ from edi.spool import Spool
 from edi.ingest.split import read_flow
 from edi.interfaces import INTERFACES
 from edi.invoice import InvoiceData
-from edi.reports import statut
+from edi.reports import pivot, statut
 from edi.reports.outbox import unique_filename
-from edi.route import delivery
+from edi.ingest.statuses import read_statuses
+from edi.route import delivery, recipients, resend, statusflow
+from edi.route.status import link_reports, report as status_report
 from edi.route.status import processing_id as _processing_id, report_app as _report_app, status_line
-from edi.validate import checks, flowchecks, pool
+from edi.validate import checks, flowchecks, pool, rules
 from edi.finding import Finding
 from edi.validate.flowchecks import FlowRejected, Limits
 
@@ -57,6 +59,7 @@ class InvoiceResult:
     findings: list[Finding]
     staged: delivery.Staged | None = None
     at: datetime | None = None  # when it was decided (its trace row)
+    resend: resend.Resend | None = None  # a known invoice recycled or completed by this one
 
     @property
     def accepted(self) -> bool:
@@ -72,6 +75,7 @@ class Outcome:
     rules: list[str] = field(default_factory=list)  # schema and rule-set versions that ran
     staging: str = ""  # the flow's scratch folder under spool/work
     steps: list[dict] = field(default_factory=list)  # flow-level trace rows, written with the outcome
+    done: Flow | None = None  # a status flow, applied and committed by `_apply_statuses`
 
     def step(self, flow_id: int, step: str, outcome: str = trace.OK, detail: str = "") -> None:
         self.steps.append(trace.row(flow_id, step, outcome, detail))
@@ -131,6 +135,8 @@ def _process(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Del
                      f"{finding.code} : {finding.message}" + (f" ({finding.value})" if finding.value else ""))
         log_.warning("flow_irrecevable", code=finding.code, detail=finding.message)
     else:
+        if outcome.done is not None:
+            return outcome.done
         outcome.step(flow.id, trace.SPLIT, trace.OK, f"{len(outcome.invoices)} facture(s)")
         crash_point("decided")
         lease.check()  # a worker that stalled and lost the flow delivers nothing
@@ -171,6 +177,9 @@ def run_checks(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.D
     flowchecks.check_size(flow.size, cfg.max_flow_bytes)
     outcome.step(flow.id, trace.CHECKED, trace.OK, f"{name.interface}, émetteur {name.app}, flux {name.flow_ref}")
     limits = Limits.of(cfg)
+    if INTERFACES[name.interface].role == "recipient":
+        outcome.done = _apply_statuses(cfg.database_url, flow, outcome, partner, limits)
+        return
     context = checks.Context.for_flow(cfg, name.interface, INTERFACES[name.interface].syntax.name, flow_id=flow.id)
     try:
         _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context)
@@ -185,7 +194,8 @@ def _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context
         # CPP: checked here, element in hand (attachments are staged from it)
         for piece in pieces:
             data, found = pool.check_raw(piece.raw, context.settings, context.rules.today, piece.element)
-            _decide(deliveries, flow, outcome, context, piece.seq, piece.raw, data, found, piece.element)
+            _decide(cfg.database_url, deliveries, flow, outcome, context, piece.seq, piece.raw, data, found,
+                    piece.element)
             lease.renew(piece.seq)
         return
     # UBL / CII: the schematron runs on the pool; results come back in flow order
@@ -198,20 +208,28 @@ def _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context
 
     checker = pool.shared(cfg.validation.processes)
     for seq, (data, found) in enumerate(checker.check(feed(), context.settings, context.rules.today), start=1):
-        _decide(deliveries, flow, outcome, context, seq, raws.popleft(), data, found, None)
+        _decide(cfg.database_url, deliveries, flow, outcome, context, seq, raws.popleft(), data, found, None)
         lease.renew(seq)
 
 
-def _decide(deliveries, flow, outcome, context, seq, raw, data, found, element) -> None:
-    """Business checks on a document-checked invoice, then accept (stage it) or reject it."""
+def _decide(url, deliveries, flow, outcome, context, seq, raw, data, found, element) -> None:
+    """Business checks on a document-checked invoice, then accept (stage it) or reject it. A
+    known number (PLT-20) is a recycling or a completion of that invoice when the life cycle
+    allows it (`edi.route.resend`): accepted, staged under the known invoice's deposit number."""
     findings = context.finish(data, found)
     row = _invoice_row(flow.id, seq, data, len(raw))
-    staged = None
-    if not any(f.fatal for f in findings):
+    staged = again = None
+    fatal = {f.code for f in findings if f.fatal}
+    if fatal == {"PLT-20"} and (again := resend.classify(url, data)) is not None:
+        findings = [f for f in findings if f.code != "PLT-20"]
+        context.rules.seen_in_flow.add(rules.duplicate_key(data))
+        row.update(accepted=True, resend_of=again.invoice_id, certificate=delivery.certificate(raw))
+        staged = deliveries.stage(seq, again.deposit_no, raw, element)
+    elif not fatal:
         row.update(accepted=True, deposit_no=delivery.deposit_number(flow.id, seq),
                    certificate=delivery.certificate(raw), status=AVAILABLE, amount_ttc=_amount(data.total_ttc))
         staged = deliveries.stage(seq, row["deposit_no"], raw, element)
-    outcome.invoices.append(InvoiceResult(seq, row, findings, staged, utcnow()))
+    outcome.invoices.append(InvoiceResult(seq, row, findings, staged, utcnow(), again))
 
 
 def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
@@ -232,14 +250,15 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
         status = statut.FLOW_REJECTED if outcome.flow_findings else statut.flow_status(outcome.accepted, rejected)
         integration = integration_report(s, flow, outcome, status, findings, f"CSO{flow.id:022d}", now)
         steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{integration.filename} (statut {status})"))
-        if outcome.accepted:
+        firsts = sum(1 for r in outcome.invoices if r.accepted and r.resend is None)
+        if firsts:
             rendered = Path(outcome.staging) / "processing-report.xml"
             rendered.parent.mkdir(parents=True, exist_ok=True)
             with open(rendered, "wb") as fh:
                 statut.write_processing_report(
                     fh, sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
                     report_flow_id=_processing_id(flow.id, 1), produced_at=now,
-                    lines=_status_lines(s, flow.id, now), count=2 * outcome.accepted,
+                    lines=_status_lines(s, flow.id, now), count=2 * firsts,
                 )
             report = Report(
                 flow_id=flow.id, app=flow.app, kind="processing", created_at=now,
@@ -249,12 +268,17 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
             s.add(report)
             s.flush()
             steps.append(trace.row(flow.id, trace.REPORTED, trace.OK,
-                                   f"{report.filename} ({outcome.accepted} facture(s) : statuts 01 et 03)"))
+                                   f"{report.filename} ({firsts} facture(s) : statuts 01 et 03)"))
             events = (dict(invoice_id=ids[r.seq], code=code, at=now, producer=PLATFORM_APP, report_id=report.id,
                            reason="", comment=r.row["certificate"] if code == DEPOSITED else "")
-                      for r in outcome.invoices if r.accepted for code in (DEPOSITED, AVAILABLE))
+                      for r in outcome.invoices if r.accepted and r.resend is None for code in (DEPOSITED, AVAILABLE))
             for chunk in _chunks(events):
                 s.execute(insert(StatusEvent.__table__), chunk)
+        items = [(r.row["recipient_siret"], recipients.delivered(r.row, ids[r.seq], pivot.FIRST, flow.received_at))
+                 for r in outcome.invoices if r.accepted and r.resend is None]
+        items += _resends(s, flow, outcome, now, steps)
+        for sent in recipients.deliver(s, flow.id, items, now) if items else ():
+            steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{sent.filename} (factures pour {sent.app})"))
         steps.append(trace.row(flow.id, trace.FINISHED, outcome.state,
                                f"{outcome.accepted}/{len(outcome.invoices)} facture(s) acceptée(s)"))
         for chunk in _chunks(steps):
@@ -269,9 +293,94 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
         return s.get(Flow, flow.id)
 
 
+def _status_steps(flow_id: int, done, at: datetime) -> list[dict]:
+    """Trace rows of status lines just applied or refused."""
+    return [trace.row(flow_id, trace.INVOICE, trace.KO, f"ligne {line.seq}, n° {line.number} : {outcome.refusal}", at=at)
+            if isinstance(outcome, statusflow.LineRefused) else
+            trace.row(flow_id, trace.INVOICE, trace.OK, f"ligne {line.seq}, n° {line.number} : statut {line.status}",
+                      at=at, invoice_id=outcome.id)
+            for line, outcome in done]
+
+
+def _resends(s, flow: Flow, outcome: Outcome, now: datetime, steps: list[dict]) -> list:
+    """The known invoices this flow recycled or completed: changed and recorded, reported to their
+    senders (FEN1200A), and what to deliver again to recipient partners (`Renvoi`)."""
+    changed, items = [], []
+    for r in outcome.invoices:
+        if not (r.accepted and r.resend is not None):
+            continue
+        row, invoice = r.row, s.get(Invoice, r.resend.invoice_id)
+        where = f"flux {outcome.flow_ref or flow.id} de {flow.app}"
+        if r.resend.kind == resend.RECYCLE:
+            event = resend.recycle(s, invoice, siret=row["recipient_siret"], code_service=row["code_service"],
+                                   ej=row["ej"], path=row["path"], producer=PLATFORM_APP,
+                                   comment=f"Facture recyclée par le fournisseur ({where})", at=now)
+        else:
+            event = resend.complete(s, invoice, path=row["path"], producer=flow.app, actor=lifecycle.SUPPLIER,
+                                    comment=f"Pièces complémentaires déposées ({where})", at=now)
+        changed.append((invoice, event))
+        items.append((invoice.recipient_siret, recipients.delivered(invoice.model_dump(), invoice.id,
+                                                                    resend.RENVOI[r.resend.kind], now)))
+    for sent in status_report(s, changed, now) if changed else ():
+        steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{sent.filename} (recyclage, complétude)"))
+    return items
+
+
+def _apply_statuses(url: str, flow: Flow, outcome: Outcome, partner: Partner, limits: Limits) -> Flow:
+    """A recipient's status flow, in one transaction: every line checked and applied as it is
+    read, one FEN1200A per sender concerned, the CEN1200A for the recipient, the flow's state.
+    FlowRejected (irrecevable) rolls it all back: the flow is then reported as any other."""
+    now = utcnow()
+    with db.session(url) as s:
+        hold(s, flow.id)  # first: a worker that lost the flow writes nothing
+        applier = statusflow.Applier(s, partner.app, {x for x in partner.sirets.split(",") if x}, now)
+        steps = list(outcome.steps)
+        try:
+            for line in read_statuses(Path(flow.archive_path), limits):
+                steps += _status_steps(flow.id, applier.add(line), now)
+            steps += _status_steps(flow.id, applier.flush(), now)
+        except FlowRejected:
+            s.rollback()
+            raise
+        steps.append(trace.row(flow.id, trace.SPLIT, trace.OK, f"{applier.count} statut(s)"))
+        for sent in status_report(s, applier.changed, now) if applier.changed else ():
+            steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{sent.filename} ({sent.app})"))
+        if applier.changed:
+            link_reports(s, [event for _, event in applier.changed])
+        accepted = len(applier.changed)
+        status = statut.flow_status(accepted, len(applier.refused))
+        cen = Report(
+            flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
+            filename=unique_filename(s, integration_name(flow, outcome), flow.id),
+            content=statut.integration_report(
+                sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
+                report_flow_id=f"CEN{flow.id:022d}", flow_ref=outcome.flow_ref, status=status, produced_at=now,
+                lines=[r.error_line() for r in applier.refused],
+                comment=f"{accepted} statut(s) appliqué(s), {len(applier.refused)} refusé(s)",
+            ),
+        )
+        s.add(cen)
+        state = REJECTED if not accepted else (INTEGRATED if not applier.refused else PARTIAL)
+        steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{cen.filename} (statut {status})"))
+        steps.append(trace.row(flow.id, trace.FINISHED, state, f"{accepted}/{applier.count} statut(s) appliqué(s)"))
+        for chunk in _chunks(steps):
+            s.execute(insert(FlowStep.__table__), chunk)
+        s.execute(update(Flow).where(Flow.id == flow.id).values(
+            interface=outcome.interface, flow_ref=outcome.flow_ref, state=state, error_code=None,
+            invoice_count=applier.count, accepted_count=accepted, owner=None, lease_until=None, finished_at=now,
+        ))
+        crash_point("statuses_applied")
+        s.commit()
+        return s.get(Flow, flow.id)
+
+
 def invoice_step(flow_id: int, invoice_id: int, r: InvoiceResult) -> dict:
     row = r.row
-    if r.accepted:
+    if r.resend is not None:
+        detail = (f"n° {row['number']} acceptée : {'recyclage' if r.resend.kind == resend.RECYCLE else 'complétude'} "
+                  f"de la facture déposée {r.resend.deposit_no}, destinataire {row['recipient_siret']}/"
+                  f"{row['code_service'] or '_'}")
+    elif r.accepted:
         detail = (f"n° {row['number']} acceptée, dépôt {row['deposit_no']}, "
                   f"destinataire {row['recipient_siret']}/{row['code_service'] or '_'}")
     else:
@@ -340,7 +449,8 @@ _STATUS_COLUMNS = (Invoice.supplier_id_type, Invoice.supplier_id, Invoice.suppli
 def _status_lines(s, flow_id: int, at):
     """Statuses 01 and 03 of each accepted invoice, read back from the rows just inserted (in
     flow order, a thousand at a time) so the report is a view of what the database holds."""
-    query = (select(*_STATUS_COLUMNS).where(Invoice.flow_id == flow_id, Invoice.accepted.is_(True))
+    query = (select(*_STATUS_COLUMNS).where(Invoice.flow_id == flow_id, Invoice.accepted.is_(True),
+                                            Invoice.resend_of.is_(None))
              .order_by(Invoice.seq).execution_options(yield_per=1000))
     for row in s.execute(query):
         for code in (DEPOSITED, AVAILABLE):
@@ -356,7 +466,7 @@ def _invoice_row(flow_id: int, seq: int, d: InvoiceData, size: int) -> dict:
         ej=d.ej, issue_date=d.issue_date, currency=d.currency,
         total_ht="" if d.total_ht is None else str(d.total_ht),
         total_ttc="" if d.total_ttc is None else str(d.total_ttc), amount_ttc=None, accepted=False,
-        deposit_no=None, certificate="", status="", path="", size=size,
+        deposit_no=None, certificate="", status="", path="", size=size, resend_of=None,
     )
 
 

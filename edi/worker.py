@@ -61,7 +61,7 @@ def ingest_one(cfg: Config, spool: Spool, path: Path, partner: str | None = None
     if flow is None:
         return None
     done = process(cfg, flow.id)
-    deliver_pending(cfg.database_url, spool, flow.id)
+    deliver_pending(cfg.database_url, spool)  # a status flow's reports go to the deposits' senders (their flows)
     return done or flow
 
 

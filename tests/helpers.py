@@ -97,6 +97,7 @@ def write_config(
     for p in partners:
         lines += ["[[partners]]", f"app = {_toml(p['app'])}", f"name = {_toml(p.get('name', p['app']))}",
                   f"interfaces = {_toml(list(p.get('interfaces', [])))}"]
+        lines += [f"{key} = {_toml(p[key])}" for key in ("role", "sirets") if key in p]
     path = folder / "edi.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -1,7 +1,8 @@
-"""`edi invoices show|status|history`: one deposited invoice, its life cycle set by ops."""
+"""`edi invoices show|status|recycle|complete|history`: one deposited invoice, its life cycle set by ops."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -46,16 +47,63 @@ def invoices_status(
 ):
     """Set an invoice's status for its recipient (recipients without EDI, support): checked against
     the life-cycle table, recorded with who did it, reported to the supplier's sender (FEN1200A)."""
+    from edi.route import status
+
+    producer = operator(by)
+    change = status.Change(status=code.strip().zfill(2), actor="ops", producer=producer,
+                           reason=reason.strip().upper(), comment=comment.strip(), mandate=mandate.strip())
+    _done(ctx, lambda: status.change_status(cfg(ctx).database_url, deposit_no, change), producer)
+
+
+@app.command("recycle")
+def invoices_recycle(
+    ctx: typer.Context,
+    deposit_no: str,
+    siret: Optional[str] = typer.Option(None, "--siret", help="Nouveau SIRET du destinataire."),
+    service: Optional[str] = typer.Option(None, "--service", help="Nouveau code service (\"\" : aucun)."),
+    ej: Optional[str] = typer.Option(None, "--ej", help="Nouvel engagement juridique (\"\" : aucun)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Qui agit (défaut : l'utilisateur du système)."),
+):
+    """Recycle an invoice in 04 for its supplier: new routing data (checked by the routing rules),
+    back to 03, reported to the sender (FEN1200A) and delivered again (`Renvoi` = Recyclée)."""
+    from edi.route import resend
+    from edi.spool import Spool
+
+    producer = operator(by)
+    c = cfg(ctx)
+    _done(ctx, lambda: resend.recycle_by_ops(
+        c.database_url, Spool(c.spool_root), c.ej_patterns, deposit_no, siret=siret and siret.strip(),
+        code_service=service if service is None else service.strip(), ej=ej if ej is None else ej.strip(),
+        producer=producer), producer)
+
+
+@app.command("complete")
+def invoices_complete(
+    ctx: typer.Context,
+    deposit_no: str,
+    attach: list[Path] = typer.Option(..., "--attach", exists=True, dir_okay=False, help="Pièce à ajouter (répétable)."),
+    comment: str = typer.Option("", "--comment", help="Commentaire pour le destinataire."),
+    by: Optional[str] = typer.Option(None, "--by", help="Qui agit (défaut : l'utilisateur du système)."),
+):
+    """Complete a suspended (06) invoice for its supplier: the pieces added, 12 Complétée, reported
+    to the sender (FEN1200A) and delivered again (`Renvoi` = Complétée)."""
+    from edi.route import resend
+
+    producer = operator(by)
+    _done(ctx, lambda: resend.complete_by_ops(cfg(ctx).database_url, [str(p) for p in attach],
+                                              deposit_no=deposit_no, comment=comment.strip(), producer=producer),
+          producer)
+
+
+def _done(ctx: typer.Context, action, producer: str) -> None:
+    """Run an ops change; a refusal is its code and message (exit 2); then write the reports."""
     from edi import lifecycle
     from edi.reports.outbox import deliver_pending
     from edi.route import status
     from edi.spool import Spool
 
-    producer = operator(by)
-    change = status.Change(status=code.strip().zfill(2), actor="ops", producer=producer,
-                           reason=reason.strip().upper(), comment=comment.strip(), mandate=mandate.strip())
     try:
-        applied = status.change_status(cfg(ctx).database_url, deposit_no, change)
+        applied = action()
     except status.Refused as refused:
         fail(escape(str(refused)))
     deliver_pending(cfg(ctx).database_url, Spool(cfg(ctx).spool_root), applied.flow_id)

@@ -77,7 +77,7 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
             "partners": [
                 {
                     "app": p.app, "name": p.name, "interfaces": list(p.interfaces) or list(partners.INTERFACES),
-                    "enabled": p.enabled, "password": p.has_password,
+                    "role": p.role, "sirets": list(p.sirets), "enabled": p.enabled, "password": p.has_password,
                     "keys": [{"type": k.key_type, "fingerprint": k.fingerprint, "comment": k.comment} for k in p.keys],
                     "created_at": p.created_at.isoformat(),
                 }

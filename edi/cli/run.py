@@ -87,14 +87,30 @@ def web(ctx: typer.Context):
 
 @app.command("gen")
 def gen(
-    interface: str = typer.Option(..., "--interface", help="FSO1110A, FSO1100A ou FSO1106A."),
-    invoices: int = typer.Option(..., "--invoices", min=1),
+    ctx: typer.Context,
+    interface: Optional[str] = typer.Option(None, "--interface", help="FSO1110A, FSO1100A ou FSO1106A."),
+    invoices: Optional[int] = typer.Option(None, "--invoices", min=1),
     errors: float = typer.Option(0.0, "--errors", min=0.0, max=1.0),
     seed: int = typer.Option(0, "--seed"),
     partner: str = typer.Option("DEMO", "--partner"),
+    statuses: Optional[str] = typer.Option(None, "--statuses", metavar="FLOW",
+                                           help="Flux de statuts d'un destinataire pour les factures de ce flux traité."),
+    recipient: Optional[str] = typer.Option(None, "--recipient", help="Avec --statuses : le partenaire destinataire."),
     out: Path = typer.Option(..., "--out", file_okay=False),
 ):
-    """Write one realistic flow of N invoices into DIR, plus the directory files that route it."""
+    """Write one realistic flow of N invoices into DIR, plus the directory files that route it;
+    with --statuses FLOW, the status flow a recipient partner sends for that flow's invoices."""
+    if statuses is not None:
+        from edi import gen_statuses
+
+        try:
+            path, answers = gen_statuses.generate(cfg(ctx).database_url, statuses, out, seed=seed, partner=recipient)
+        except gen_statuses.GenError as exc:
+            fail(str(exc))
+        console.print(f"{path} ({len(answers)} statut(s))", highlight=False)
+        return
+    if interface is None or invoices is None:
+        fail("--interface et --invoices sont obligatoires (ou --statuses FLUX)")
     from edi import gen as generator
 
     try:

@@ -81,6 +81,8 @@ class Partner(SQLModel, table=True):
     enabled: bool = True
     password_hash: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
+    role: str = "sender"  # sender (deposits invoices) | recipient (receives them, sends statuses)
+    sirets: str = ""  # recipient: comma-separated SIRETs it receives for and answers for
 
 
 class Flow(SQLModel, table=True):
@@ -137,6 +139,9 @@ class Invoice(SQLModel, table=True):
     status: str = Field(default="", index=True)  # current life-cycle status code (01, 03, 04, ...)
     path: str = ""  # where the routed invoice lies under spool/recipients
     size: int = 0
+    # a resend that recycled (04) or completed (06) a known invoice: that invoice's id. It has no
+    # deposit number and no status of its own; the known invoice carries the life cycle.
+    resend_of: int | None = None
 
 
 class Finding(SQLModel, table=True):
@@ -221,7 +226,7 @@ class Report(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     flow_id: int | None = Field(default=None, foreign_key="flow.id", index=True)
     app: str = Field(index=True)
-    kind: str  # integration | processing
+    kind: str  # integration | processing | delivery (FDE2001A: invoices for a recipient partner)
     filename: str = Field(unique=True)
     content: bytes = Field(sa_column=Column(CompressedBytes, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)

@@ -25,7 +25,10 @@ from sqlalchemy.exc import IntegrityError
 from edi import db
 from edi.db.models import Flow
 from edi.finding import Finding
-from edi.interfaces import CPP_ENVELOPE, CPP_FLOW, CPP_INVOICE, CPP_INVOICES, EXTENSIONS, INTERFACES
+from edi.interfaces import (
+    CPP_ENVELOPE, CPP_FLOW, CPP_INVOICE, CPP_INVOICES, CPP_STATUS, CPP_STATUS_LINE, CPP_STATUS_LINES, EXTENSIONS,
+    INTERFACES,
+)
 from edi.validate import xsd
 
 # code -> French message (one line, as the operator reads it in the report)
@@ -125,6 +128,10 @@ def check_sender(name: FlowName, folder_app: str | None, partner) -> None:
         raise FlowRejected("IRR_CODE_APP", f"flux déposé par {folder_app}", location="nom du fichier", value=name.app)
     if partner is None or not partner.enabled:
         raise FlowRejected("IRR_CODE_APP", location="nom du fichier", value=name.app)
+    role = INTERFACES[name.interface].role
+    if (partner.role or "sender") != role:
+        who = "aux destinataires" if role == "recipient" else "aux opérateurs déposants"
+        raise FlowRejected("IRR_CODE_APP", f"interface {name.interface} réservée {who}", value=name.interface)
     allowed = [c for c in (partner.interfaces or "").split(",") if c]
     if allowed and name.interface not in allowed:
         raise FlowRejected("IRR_CODE_APP", f"interface {name.interface} non souscrite", value=name.interface)
@@ -359,3 +366,41 @@ def check_cpp_end(envelope: Envelope, seen_envelope: bool, found: int) -> None:
             "IRR_SYNTAX", f"Compteur déclaré {envelope.declared}, {found} factures trouvées",
             location="CPPFactures/@Compteur", value=str(envelope.declared),
         )
+
+
+# ------------------------------------------------------------------ status flows (FEN1200A)
+
+_STATUS_CHILDREN = ("Enveloppe", CPP_STATUS_LINES)
+
+
+def check_status_root(root: str) -> None:
+    """A recipient's status flow is a CPPStatut document."""
+    if root != CPP_STATUS:
+        raise FlowRejected("IRR_TYPE", f"racine {root or '?'} dans un flux FEN1200A (attendu {CPP_STATUS})",
+                           value=root)
+
+
+def check_status_child(tag: str) -> None:
+    """Under CPPStatut: the envelope, then the invoice block (the flow block is for the
+    platform's own reports)."""
+    if tag not in _STATUS_CHILDREN:
+        detail = ("bloc CPPFluxStatuts : un destinataire envoie des statuts de factures (CPPFactureStatuts)"
+                  if tag == "CPPFluxStatuts" else f"élément {tag} inattendu sous {CPP_STATUS}")
+        raise FlowRejected("IRR_SYNTAX", detail, location=f"{CPP_STATUS}/{tag}")
+
+
+def check_status_line_parent(parent: str) -> None:
+    if parent != CPP_STATUS_LINES:
+        raise FlowRejected("IRR_SYNTAX", f"{CPP_STATUS_LINE} hors de {CPP_STATUS_LINES}", location=parent)
+
+
+def check_status_count(declared: str | None, found: int) -> None:
+    """At the end of a status flow: at least one line, and `compteur` equal to the lines found."""
+    if found == 0:
+        raise FlowRejected("IRR_VIDE", f"aucun statut dans {CPP_STATUS_LINES}")
+    if declared is None or not declared.isdigit():
+        raise FlowRejected("IRR_SYNTAX", "attribut compteur absent ou non numérique",
+                           location=f"{CPP_STATUS_LINES}/@compteur")
+    if int(declared) != found:
+        raise FlowRejected("IRR_SYNTAX", f"compteur déclaré {declared}, {found} statuts trouvés",
+                           location=f"{CPP_STATUS_LINES}/@compteur", value=declared)
