@@ -247,13 +247,18 @@ class Engine:
                     todo = range(len(rule.checks))
                 if rule.present:
                     here = paths[node]
+                    several = here in shared  # the set says "some element there has it": walk this one
                     for i, wanted, descendant, alternatives in rule.present:
-                        if descendant:
-                            found = any(p[-len(a):] == a for a in alternatives for p in by_last.get(a[-1], ()))
-                        elif here in shared:  # the set says "some element there has it": walk this one
-                            found = any(_has_path(node, a) for a in alternatives)
-                        else:
-                            found = any((here + a) in present for a in alternatives)
+                        found = False
+                        for a in alternatives:  # plain loops: most tests have one or two
+                            if descendant:
+                                found = any(p[-len(a):] == a for p in by_last.get(a[-1], ()))
+                            elif several:
+                                found = _has_path(node, a)
+                            else:
+                                found = here + a in present
+                            if found:
+                                break
                         answers[i] = "1" if found == wanted else "0"
                 for i in todo:
                     c = rule.checks[i]

@@ -22,6 +22,7 @@ import math
 import re
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, localcontext
+from functools import lru_cache
 from typing import Any
 
 from elementpath import XPath2Parser
@@ -43,6 +44,9 @@ class Untranslatable(Exception):
 
 
 _XML_SPACE = re.compile(r"[ \t\r\n]+")
+_DOUBLE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_DATE = re.compile(r"(-?\d{4,})-(\d\d)-(\d\d)(Z|[+-]\d\d:\d\d)?")
 
 
 class Untyped(str):
@@ -93,7 +97,7 @@ def _double(text: str) -> float:
         return -math.inf
     if t == "NaN":
         return math.nan
-    if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", t):
+    if not _DOUBLE.fullmatch(t):
         raise XPathError(f"FORG0001: cannot cast {text!r} to xs:double")
     return float(t)
 
@@ -107,9 +111,16 @@ def to_decimal(item: Any) -> Decimal:
         if math.isnan(item) or math.isinf(item):
             raise XPathError("FOCA0002: cannot cast NaN/INF to xs:decimal")
         return Decimal(item)  # exact binary value, as Saxon converts
-    t = str(item).strip()
-    if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", t):
-        raise XPathError(f"FORG0001: cannot cast {item!r} to xs:decimal")
+    return _decimal(str(item))
+
+
+@lru_cache(maxsize=4096)
+def _decimal(text: str) -> Decimal:
+    """xs:decimal of a lexical value; cached, as amounts and rates repeat within an invoice
+    (each VAT breakdown rule casts the same lines again)."""
+    t = text.strip()
+    if not _DECIMAL.fullmatch(t):
+        raise XPathError(f"FORG0001: cannot cast {text!r} to xs:decimal")
     return Decimal(t)
 
 
@@ -117,7 +128,7 @@ def _to_date(item: Any) -> datetime.date:
     if isinstance(item, datetime.date):
         return item
     t = str(item).strip()
-    m = re.fullmatch(r"(-?\d{4,})-(\d\d)-(\d\d)(Z|[+-]\d\d:\d\d)?", t)
+    m = _DATE.fullmatch(t)
     try:
         if not m:
             raise ValueError
