@@ -5,7 +5,9 @@ are compared; a dynamic error (Saxon stops the transformation) must be an error 
 The corpus is generated (`edi.gen.differential_corpus`: UBL and CII invoices with every error kind, credit notes
 derived from them) plus targeted mutations of each (one element removed, emptied, given a bad
 code, or an amount shifted by a cent or given a third decimal) and insertions read off the rules
-(each path a rule forbids, added), so that each rule is seen both firing and passing;
+(each path a rule forbids, added) and targeted documents (`targeted`: each VAT category, the
+UBL optional groups; `duplications`: every element doubled), so that each rule is seen both
+firing and passing;
 `Report.unexercised` lists the rule ids that were not.
 """
 
