@@ -607,23 +607,18 @@ class Compiler:
         self.translated = 0  # subtrees handed whole to libxml2
         self.closures = 0  # Python nodes
         self._parsers: dict[frozenset[str], XPath2Parser] = {}  # per set of in-scope variables
-        self._trees: dict[tuple[str, frozenset[str]], Any] = {}
 
     def parse(self, expr: str, variables: tuple[str, ...]) -> Any:
-        """The token tree of an expression, parsed once per rule set: the engine asks for the
-        same test several times (translation, presence, closures), and building a parser with
-        its tokenizer costs more than parsing (most of the engine's start-up)."""
-        key = (expr, frozenset(variables))
-        tree = self._trees.get(key)
-        if tree is None:
-            parser = self._parsers.get(key[1])
-            if parser is None:
-                parser = XPath2Parser(namespaces=self.namespaces, variable_types={v: "item()*" for v in variables})
-                parser.external_function(lambda a, b: True, name="codelist", prefix="edi",
-                                         sequence_types=("xs:string", "item()*", "xs:boolean"))
-                self._parsers[key[1]] = parser
-            tree = self._trees[key] = parser.parse(expr)
-        return tree
+        """The token tree of an expression. One parser per set of in-scope variables: building
+        a parser and its tokenizer cost more than parsing (most of the engine's start-up)."""
+        key = frozenset(variables)
+        parser = self._parsers.get(key)
+        if parser is None:
+            parser = XPath2Parser(namespaces=self.namespaces, variable_types={v: "item()*" for v in variables})
+            parser.external_function(lambda a, b: True, name="codelist", prefix="edi",
+                                     sequence_types=("xs:string", "item()*", "xs:boolean"))
+            self._parsers[key] = parser
+        return parser.parse(expr)
 
     def compile(self, expr: str, substitutions: dict[str, str], variables: tuple[str, ...] = ()) -> Fn:
         """`substitutions`: rule variables whose XPath 1.0 select can stand in for them textually."""
