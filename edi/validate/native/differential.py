@@ -267,6 +267,17 @@ def _serialise(root: etree._Element) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
+def _set_category(tax: etree._Element, code_tag: str, rate_tag: str, code: str, zero: bool) -> None:
+    """The category code set; with `zero`, the rate 0 (none at all for O, "not subject")."""
+    tax.find(code_tag).text = code
+    rate = tax.find(rate_tag)
+    if zero and rate is not None:
+        if code == "O":
+            tax.remove(rate)
+        else:
+            rate.text = "0"
+
+
 def _vat_category(raw: bytes, code: str, consistent: bool, lines_only: bool = False,
                   seller_vat: bool = True) -> bytes:
     """Every VAT category of the document (or of its lines only) set to `code`; when
@@ -284,13 +295,7 @@ def _vat_category(raw: bytes, code: str, consistent: bool, lines_only: bool = Fa
         for tax in root.iter(f"{{{_RAM}}}ApplicableTradeTax"):
             if lines_only and tax.getparent().tag != f"{{{_RAM}}}SpecifiedLineTradeSettlement":
                 continue
-            tax.find(f"{{{_RAM}}}CategoryCode").text = code
-            rate = tax.find(f"{{{_RAM}}}RateApplicablePercent")
-            if zero and rate is not None:
-                if code == "O":
-                    tax.remove(rate)
-                else:
-                    rate.text = "0"
+            _set_category(tax, f"{{{_RAM}}}CategoryCode", f"{{{_RAM}}}RateApplicablePercent", code, zero)
             if zero and tax.find(f"{{{_RAM}}}CalculatedAmount") is not None:
                 tax.find(f"{{{_RAM}}}CalculatedAmount").text = "0.00"
             if reason and tax.find(f"{{{_RAM}}}BasisAmount") is not None:
@@ -306,13 +311,7 @@ def _vat_category(raw: bytes, code: str, consistent: bool, lines_only: bool = Fa
         return _serialise(root)
     tags = [f"{{{_UBL_CAC}}}ClassifiedTaxCategory"] + ([] if lines_only else [f"{{{_UBL_CAC}}}TaxCategory"])
     for cat in list(root.iter(*tags)):
-        cat.find(f"{{{_UBL_CBC}}}ID").text = code
-        rate = cat.find(f"{{{_UBL_CBC}}}Percent")
-        if zero and rate is not None:
-            if code == "O":
-                cat.remove(rate)
-            else:
-                rate.text = "0"
+        _set_category(cat, f"{{{_UBL_CBC}}}ID", f"{{{_UBL_CBC}}}Percent", code, zero)
         if reason and cat.getparent().tag == f"{{{_UBL_CAC}}}TaxSubtotal":
             _sub(cat, f"{{{_UBL_CBC}}}TaxExemptionReasonCode", f"VATEX-EU-{code}", before=f"{{{_UBL_CAC}}}TaxScheme")
             _sub(cat, f"{{{_UBL_CBC}}}TaxExemptionReason", f"Exonération {code}", before=f"{{{_UBL_CAC}}}TaxScheme")
