@@ -412,8 +412,8 @@ def duplications(raw: bytes) -> Iterator[tuple[str, bytes]]:
 def targeted(raw: bytes) -> Iterator[tuple[str, bytes]]:
     """Documents for the rules generated invoices leave unexercised: each VAT category as
     written by the generator's amounts (the category's rules fire) and as the category wants
-    it (they pass); for UBL, the optional groups added, alone and with every one-change
-    mutation of them."""
+    it (they pass); for UBL, the optional groups added, alone, with every one-change mutation
+    and with each element doubled."""
     ubl = syntax_of(raw) == "UBL"
     rich = _optional_groups(raw) if ubl else None
     for code in VAT_CATEGORIES:
@@ -426,4 +426,4 @@ def targeted(raw: bytes) -> Iterator[tuple[str, bytes]]:
             yield f"optional-groups:vat-{code}:consistent", _vat_category(rich, code, consistent=True)
     if rich is not None:
         yield "optional-groups", rich
-        yield from ((f"optional-groups:{name}", doc) for name, doc in mutations(rich))
+        yield from ((f"optional-groups:{name}", doc) for name, doc in [*mutations(rich), *duplications(rich)])
