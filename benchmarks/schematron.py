@@ -29,8 +29,10 @@ invoice once warm.
 
 `--native-only` skips the Saxon pipeline cases (b)–(d) and prints (a), (n1)–(n4).
 `--differential N` runs the whole differential corpus instead (N generated UBL and CII invoices
-with every error kind, credit notes, every mutation of the first few, and the insertions read
-off the rules for an invoice, a credit note and a CII invoice): agreement with Saxon,
+with every error kind, credit notes, every mutation of the first few, the insertions read
+off the rules for an invoice, a credit note and a CII invoice, and the targeted documents of
+one UBL and one CII invoice: each VAT category, the UBL optional groups and their mutations,
+every element doubled): agreement with Saxon,
 disagreements, and the rules never seen both firing and passing.
 
 `--repeat R` runs every pipeline case R times and keeps the best (least disturbed) run.
@@ -352,8 +354,11 @@ def differential(n: int, seed: int) -> None:
     firsts = [raw for name, raw in base if "avoir" not in name][:: max(1, n // 3)][:6]
     for raw in firsts:
         docs += list(diff.mutations(raw))
-    for name, raw in base[:2] + [next(b for b in base if b[0].startswith("FSO1106A"))]:
+    cii = next(b for b in base if b[0].startswith("FSO1106A"))
+    for name, raw in base[:2] + [cii]:
         docs += list(diff.insertions(raw, "EN16931-CII" if name.startswith("FSO1106A") else "EN16931-UBL"))
+    for name, raw in (base[0], cii):  # what the generator never writes
+        docs += [(f"{name}:{k}", d) for k, d in [*diff.targeted(raw), *diff.duplications(raw)]]
     report = diff.compare(docs)
     print(f"differential corpus: {len(base)} generated documents + {len(docs) - len(base)} mutations; "
           f"{report.documents} compared in {time.perf_counter() - started:.0f} s")

@@ -44,6 +44,11 @@ def corpus() -> list[tuple[str, bytes]]:
         docs += changed[:: max(1, len(changed) // 12)]  # a dozen, spread over the document
         # and every amount removed: rules on one of several sibling groups (tax subtotals, lines)
         docs += [m for m in changed if m[0].split("#")[0].endswith("Amount") and m[0].endswith(":remove")]
+        # what the generator never writes: other VAT categories, optional groups, doubled elements
+        targeted = list(differential.targeted(raw))
+        docs += targeted[:: max(1, len(targeted) // 15)]
+        doubled = list(differential.duplications(raw))
+        docs += doubled[:: max(1, len(doubled) // 8)]
     return docs
 
 
@@ -86,6 +91,32 @@ def test_dynamic_error_is_an_error_on_both_engines():
         schematron.for_ruleset("EN16931-UBL").check(bad)
     with pytest.raises(schematron.SchematronError, match="EN16931-UBL"):
         NativeRules("EN16931-UBL").check(bad)
+
+
+def test_repeated_element_and_bad_boolean_stop_both_engines():
+    """XPath 1.0 takes the first of several nodes and reads a bad boolean as false; Saxon stops:
+    on such documents the native engine runs its strict form and stops too."""
+    doubled = [d for d in differential.duplications(UBL) if d[0].startswith("CustomizationID#")]
+    rich = dict(differential.targeted(UBL))["optional-groups"]
+    assert rich.count(b"<cbc:ChargeIndicator>false</cbc:ChargeIndicator>") >= 1
+    bad = rich.replace(b"<cbc:ChargeIndicator>false</cbc:ChargeIndicator>",
+                       b"<cbc:ChargeIndicator>ZZ</cbc:ChargeIndicator>", 1)
+    docs = [*doubled, ("bad-boolean", bad)]
+    for _, raw in docs:
+        assert isinstance(differential.saxon_hits("EN16931-UBL", raw), str)
+        assert isinstance(differential.native_hits("EN16931-UBL", raw), str)
+    assert differential.compare(docs).disagreements == []
+    # the same documents without the fault: no error, no strict engine needed
+    assert not engine_for("EN16931-UBL")._needs_strict(etree.fromstring(rich))
+
+
+def test_targeted_documents_exercise_other_vat_categories():
+    docs = [d for d in differential.targeted(UBL) if d[0].startswith(("vat-AE", "vat-E"))]
+    report = differential.compare(docs)
+    assert report.disagreements == []
+    seen = report.seen["EN16931-UBL"]
+    for rule in ("BR-AE-05", "BR-AE-10", "BR-E-05", "BR-E-10"):  # fired and passed
+        assert min(seen[rule]) >= 1, (rule, seen[rule])
 
 
 # --- XPath 2.0 semantics, against Saxon itself ------------------------------------------------

@@ -5,7 +5,9 @@ are compared; a dynamic error (Saxon stops the transformation) must be an error 
 The corpus is generated (`edi.gen.differential_corpus`: UBL and CII invoices with every error kind, credit notes
 derived from them) plus targeted mutations of each (one element removed, emptied, given a bad
 code, or an amount shifted by a cent or given a third decimal) and insertions read off the rules
-(each path a rule forbids, added), so that each rule is seen both firing and passing;
+(each path a rule forbids, added) and targeted documents (`targeted`: each VAT category, the
+UBL optional groups; `duplications`: every element doubled), so that each rule is seen both
+firing and passing;
 `Report.unexercised` lists the rule ids that were not.
 """
 
@@ -237,3 +239,191 @@ def render(report: Report) -> str:
     for d in report.disagreements:
         lines.append(str(d))
     return "\n".join(lines)
+
+
+# --- targeted documents: what the generator never writes -------------------------------------
+
+_UBL_CAC = "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
+_UBL_CBC = "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"
+_RAM = "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100"
+_UDT = "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:100"
+VAT_CATEGORIES = ("AE", "E", "G", "K", "L", "M", "O", "Z", "B")
+_ZERO_RATED = {"AE", "E", "G", "K", "O", "Z"}  # no VAT charged: amounts 0, an exemption reason for all but Z
+
+
+def _sub(parent: etree._Element, tag: str, text: str = "", before: str | None = None, **attrib: str) -> etree._Element:
+    """A child element, placed before the first `before` child when there is one."""
+    el = etree.Element(tag, attrib)
+    el.text = text or None
+    anchor = next(parent.iterchildren(before), None) if before else None
+    if anchor is not None:
+        anchor.addprevious(el)
+    else:
+        parent.append(el)
+    return el
+
+
+def _serialise(root: etree._Element) -> bytes:
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def _set_category(tax: etree._Element, code_tag: str, rate_tag: str, code: str, zero: bool) -> None:
+    """The category code set; with `zero`, the rate 0 (none at all for O, "not subject")."""
+    tax.find(code_tag).text = code
+    rate = tax.find(rate_tag)
+    if zero and rate is not None:
+        if code == "O":
+            tax.remove(rate)
+        else:
+            rate.text = "0"
+
+
+def _vat_category(raw: bytes, code: str, consistent: bool, lines_only: bool = False,
+                  seller_vat: bool = True) -> bytes:
+    """Every VAT category of the document (or of its lines only) set to `code`; when
+    `consistent`, the amounts and the exemption reasons made as the category wants them (zero
+    VAT, totals without VAT); without `seller_vat`, the seller's VAT identifiers removed."""
+    root = etree.fromstring(raw, _PARSER)
+    if not seller_vat:
+        for scheme in root.iterfind(f".//{{{_UBL_CAC}}}AccountingSupplierParty//{{{_UBL_CAC}}}PartyTaxScheme"):
+            scheme.getparent().remove(scheme)
+        for reg in root.iterfind(f".//{{{_RAM}}}SellerTradeParty/{{{_RAM}}}SpecifiedTaxRegistration"):
+            reg.getparent().remove(reg)
+    zero = consistent and code in _ZERO_RATED
+    reason = consistent and code not in ("Z", "S", "L", "M", "B")
+    if etree.QName(root).localname == "CrossIndustryInvoice":
+        for tax in root.iter(f"{{{_RAM}}}ApplicableTradeTax"):
+            if lines_only and tax.getparent().tag != f"{{{_RAM}}}SpecifiedLineTradeSettlement":
+                continue
+            _set_category(tax, f"{{{_RAM}}}CategoryCode", f"{{{_RAM}}}RateApplicablePercent", code, zero)
+            if zero and tax.find(f"{{{_RAM}}}CalculatedAmount") is not None:
+                tax.find(f"{{{_RAM}}}CalculatedAmount").text = "0.00"
+            if reason and tax.find(f"{{{_RAM}}}BasisAmount") is not None:
+                _sub(tax, f"{{{_RAM}}}ExemptionReason", f"Exonération {code}", before=f"{{{_RAM}}}BasisAmount")
+                _sub(tax, f"{{{_RAM}}}ExemptionReasonCode", f"VATEX-EU-{code}", before=f"{{{_RAM}}}CategoryCode")
+        totals = root.find(f".//{{{_RAM}}}SpecifiedTradeSettlementHeaderMonetarySummation")
+        if zero and totals is not None:
+            basis = totals.findtext(f"{{{_RAM}}}TaxBasisTotalAmount")
+            for name, value in (("TaxTotalAmount", "0.00"), ("GrandTotalAmount", basis), ("DuePayableAmount", basis)):
+                el = totals.find(f"{{{_RAM}}}{name}")
+                if el is not None:
+                    el.text = value
+        return _serialise(root)
+    tags = [f"{{{_UBL_CAC}}}ClassifiedTaxCategory"] + ([] if lines_only else [f"{{{_UBL_CAC}}}TaxCategory"])
+    for cat in list(root.iter(*tags)):
+        _set_category(cat, f"{{{_UBL_CBC}}}ID", f"{{{_UBL_CBC}}}Percent", code, zero)
+        if reason and cat.getparent().tag == f"{{{_UBL_CAC}}}TaxSubtotal":
+            _sub(cat, f"{{{_UBL_CBC}}}TaxExemptionReasonCode", f"VATEX-EU-{code}", before=f"{{{_UBL_CAC}}}TaxScheme")
+            _sub(cat, f"{{{_UBL_CBC}}}TaxExemptionReason", f"Exonération {code}", before=f"{{{_UBL_CAC}}}TaxScheme")
+    if zero:
+        for total in root.iterfind(f"{{{_UBL_CAC}}}TaxTotal"):
+            for amount in total.iter(f"{{{_UBL_CBC}}}TaxAmount"):
+                amount.text = "0.00"
+        totals = root.find(f"{{{_UBL_CAC}}}LegalMonetaryTotal")
+        if totals is not None:
+            basis = totals.findtext(f"{{{_UBL_CBC}}}TaxExclusiveAmount")
+            for name in ("TaxInclusiveAmount", "PayableAmount"):
+                el = totals.find(f"{{{_UBL_CBC}}}{name}")
+                if el is not None:
+                    el.text = basis
+    return _serialise(root)
+
+
+def _optional_groups(raw: bytes) -> bytes:
+    """The UBL invoice with the optional groups the generator leaves out: invoicing period
+    (document and lines), payee, tax representative, a document allowance and charge, a line
+    allowance, an item price discount — with their mandatory parts, so each group's rules pass."""
+    root = etree.fromstring(raw, _PARSER)
+    cac, cbc = f"{{{_UBL_CAC}}}", f"{{{_UBL_CBC}}}"
+    currency = root.findtext(f"{cbc}DocumentCurrencyCode") or "EUR"
+    period = _sub(root, f"{cac}InvoicePeriod", before=f"{cac}AdditionalDocumentReference")
+    _sub(period, f"{cbc}StartDate", "2026-01-01")
+    _sub(period, f"{cbc}EndDate", "2026-01-31")
+    payee = _sub(root, f"{cac}PayeeParty", before=f"{cac}Delivery")
+    _sub(_sub(payee, f"{cac}PartyIdentification"), f"{cbc}ID", "PAYEE-1")
+    _sub(_sub(payee, f"{cac}PartyName"), f"{cbc}Name", "Affactureur SA")
+    _sub(_sub(payee, f"{cac}PartyLegalEntity"), f"{cbc}CompanyID", "123456789", schemeID="0002")
+    rep = _sub(root, f"{cac}TaxRepresentativeParty", before=f"{cac}Delivery")
+    _sub(_sub(rep, f"{cac}PartyName"), f"{cbc}Name", "Représentant fiscal SARL")
+    address = _sub(rep, f"{cac}PostalAddress")
+    _sub(address, f"{cbc}StreetName", "1 rue de la Paix")
+    _sub(address, f"{cbc}CityName", "Paris")
+    _sub(address, f"{cbc}PostalZone", "75002")
+    _sub(_sub(address, f"{cac}Country"), f"{cbc}IdentificationCode", "FR")
+    scheme = _sub(rep, f"{cac}PartyTaxScheme")
+    _sub(scheme, f"{cbc}CompanyID", "FR40303265045")
+    _sub(_sub(scheme, f"{cac}TaxScheme"), f"{cbc}ID", "VAT")
+    first_line = next(root.iterchildren(f"{cac}InvoiceLine", f"{cac}CreditNoteLine"), None)
+    if first_line is not None:
+        line_period = _sub(first_line, f"{cac}InvoicePeriod", before=f"{cac}Item")
+        _sub(line_period, f"{cbc}StartDate", "2026-01-01")
+        _sub(line_period, f"{cbc}EndDate", "2026-01-31")
+        line_allowance = _sub(first_line, f"{cac}AllowanceCharge", before=f"{cac}Item")
+        _sub(line_allowance, f"{cbc}ChargeIndicator", "false")
+        _sub(line_allowance, f"{cbc}AllowanceChargeReasonCode", "95")
+        _sub(line_allowance, f"{cbc}AllowanceChargeReason", "Remise")
+        _sub(line_allowance, f"{cbc}MultiplierFactorNumeric", "0")
+        _sub(line_allowance, f"{cbc}Amount", "0.00", currencyID=currency)
+        _sub(line_allowance, f"{cbc}BaseAmount", "0.00", currencyID=currency)
+        price = first_line.find(f"{cac}Price")
+        if price is not None:
+            _sub(price, f"{cbc}BaseQuantity", "1", unitCode="C62")
+            discount = _sub(price, f"{cac}AllowanceCharge")
+            _sub(discount, f"{cbc}ChargeIndicator", "false")
+            _sub(discount, f"{cbc}Amount", "0.00", currencyID=currency)
+            _sub(discount, f"{cbc}BaseAmount", price.findtext(f"{cbc}PriceAmount") or "0", currencyID=currency)
+    category = root.find(f".//{cac}TaxSubtotal/{cac}TaxCategory")
+    for charge in ("false", "true"):  # amounts 0: the totals stay right
+        ac = _sub(root, f"{cac}AllowanceCharge", before=f"{cac}TaxTotal")
+        _sub(ac, f"{cbc}ChargeIndicator", charge)
+        _sub(ac, f"{cbc}AllowanceChargeReasonCode", "95" if charge == "false" else "FC")
+        _sub(ac, f"{cbc}AllowanceChargeReason", "Remise" if charge == "false" else "Fret")
+        _sub(ac, f"{cbc}MultiplierFactorNumeric", "0")
+        _sub(ac, f"{cbc}Amount", "0.00", currencyID=currency)
+        _sub(ac, f"{cbc}BaseAmount", "0.00", currencyID=currency)
+        if category is not None:
+            copy = etree.fromstring(etree.tostring(category))
+            for child in list(copy):
+                if child.tag not in (f"{cbc}ID", f"{cbc}Percent", f"{cac}TaxScheme"):
+                    copy.remove(child)
+            ac.append(copy)
+    totals = root.find(f"{cac}LegalMonetaryTotal")
+    if totals is not None:
+        _sub(totals, f"{cbc}AllowanceTotalAmount", "0.00", before=f"{cbc}PayableAmount", currencyID=currency)
+        _sub(totals, f"{cbc}ChargeTotalAmount", "0.00", before=f"{cbc}PayableAmount", currencyID=currency)
+        _sub(totals, f"{cbc}PrepaidAmount", "0.00", before=f"{cbc}PayableAmount", currencyID=currency)
+        _sub(totals, f"{cbc}PayableRoundingAmount", "0.00", before=f"{cbc}PayableAmount", currencyID=currency)
+    return _serialise(root)
+
+
+def duplications(raw: bytes) -> Iterator[tuple[str, bytes]]:
+    """One element doubled each (its copy right after it): the cardinality rules (UBL-SR,
+    CII-SR, most `count(x) <= 1`) fire on these."""
+    count = sum(1 for e in etree.fromstring(raw, _PARSER).iter() if isinstance(e.tag, str))
+    for index in range(1, count):
+        copy = etree.fromstring(raw, _PARSER)
+        target = [e for e in copy.iter() if isinstance(e.tag, str)][index]
+        clone = etree.fromstring(etree.tostring(target))
+        clone.tail = target.tail
+        target.addnext(clone)
+        yield f"{etree.QName(target).localname}#{index}:double", _serialise(copy)
+
+
+def targeted(raw: bytes) -> Iterator[tuple[str, bytes]]:
+    """Documents for the rules generated invoices leave unexercised: each VAT category as
+    written by the generator's amounts (the category's rules fire) and as the category wants
+    it (they pass); for UBL, the optional groups added, alone, with every one-change mutation
+    and with each element doubled."""
+    ubl = syntax_of(raw) == "UBL"
+    rich = _optional_groups(raw) if ubl else None
+    for code in VAT_CATEGORIES:
+        yield f"vat-{code}", _vat_category(raw, code, consistent=False)
+        yield f"vat-{code}:consistent", _vat_category(raw, code, consistent=True)
+        yield f"vat-{code}:lines", _vat_category(raw, code, consistent=True, lines_only=True)
+        yield f"vat-{code}:no-seller-vat", _vat_category(raw, code, consistent=True, seller_vat=False)
+        if rich is not None:  # document allowances and charges in the category too
+            yield f"optional-groups:vat-{code}", _vat_category(rich, code, consistent=False)
+            yield f"optional-groups:vat-{code}:consistent", _vat_category(rich, code, consistent=True)
+    if rich is not None:
+        yield "optional-groups", rich
+        yield from ((f"optional-groups:{name}", doc) for name, doc in [*mutations(rich), *duplications(rich)])

@@ -22,6 +22,7 @@ import math
 import re
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, localcontext
+from functools import lru_cache
 from typing import Any
 
 from elementpath import XPath2Parser
@@ -43,6 +44,9 @@ class Untranslatable(Exception):
 
 
 _XML_SPACE = re.compile(r"[ \t\r\n]+")
+_DOUBLE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_DATE = re.compile(r"(-?\d{4,})-(\d\d)-(\d\d)(Z|[+-]\d\d:\d\d)?")
 
 
 class Untyped(str):
@@ -93,7 +97,7 @@ def _double(text: str) -> float:
         return -math.inf
     if t == "NaN":
         return math.nan
-    if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", t):
+    if not _DOUBLE.fullmatch(t):
         raise XPathError(f"FORG0001: cannot cast {text!r} to xs:double")
     return float(t)
 
@@ -107,9 +111,16 @@ def to_decimal(item: Any) -> Decimal:
         if math.isnan(item) or math.isinf(item):
             raise XPathError("FOCA0002: cannot cast NaN/INF to xs:decimal")
         return Decimal(item)  # exact binary value, as Saxon converts
-    t = str(item).strip()
-    if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", t):
-        raise XPathError(f"FORG0001: cannot cast {item!r} to xs:decimal")
+    return _decimal(str(item))
+
+
+@lru_cache(maxsize=4096)
+def _decimal(text: str) -> Decimal:
+    """xs:decimal of a lexical value; cached, as amounts and rates repeat within an invoice
+    (each VAT breakdown rule casts the same lines again)."""
+    t = text.strip()
+    if not _DECIMAL.fullmatch(t):
+        raise XPathError(f"FORG0001: cannot cast {text!r} to xs:decimal")
     return Decimal(t)
 
 
@@ -117,7 +128,7 @@ def _to_date(item: Any) -> datetime.date:
     if isinstance(item, datetime.date):
         return item
     t = str(item).strip()
-    m = re.fullmatch(r"(-?\d{4,})-(\d\d)-(\d\d)(Z|[+-]\d\d:\d\d)?", t)
+    m = _DATE.fullmatch(t)
     try:
         if not m:
             raise ValueError
@@ -297,12 +308,63 @@ _EXT_STRING = {"upper-case", "lower-case", "ends-with"}
 _LOWER = "abcdefghijklmnopqrstuvwxyz"
 
 
+class Guards:
+    """What XPath 1.0 forgives and XPath 2.0 does not, in the translated expressions: a string
+    function given several nodes (XPath 1.0 takes the first, Saxon stops: XPTY0004), a node
+    compared with a boolean whose text is no boolean (XPath 1.0 says false, Saxon: FORG0001).
+    The element names involved are collected at translation; a document where one of them
+    repeats (or holds a bad boolean) is checked by the strict engine, which translates none of
+    these, so both engines stop on the same documents."""
+
+    def __init__(self) -> None:
+        self.single: set[str] = set()  # names on a path given to a one-item function
+        self.anywhere: set[tuple[str, ...]] = set()  # such paths after `//`: two matches anywhere count
+        self.boolean: set[str] = set()  # names of elements compared with true() / false()
+
+
+def _path_names(t: Any) -> tuple[list[str], bool]:
+    """Prefixed element names of the steps of a path, in order (not those of its predicates),
+    and whether it has a `//` step."""
+    names: list[str] = []
+    descendant = False
+
+    def walk(x: Any) -> None:
+        nonlocal descendant
+        if x.symbol == "[" and len(x) == 2:
+            walk(x[0])
+        elif x.symbol == ":" and len(x) == 2 and x[1].symbol == "(name)":
+            names.append(f"{x[0].value}:{x[1].value}")
+        elif x.symbol == "(name)":
+            names.append(x.value)
+        elif x.symbol != "@":
+            descendant = descendant or x.symbol == "//"
+            for child in x:
+                walk(child)
+
+    walk(t)
+    return names, descendant
+
+
 class Translator:
     """XPath 2.0 token tree → XPath 1.0 text, for the subtrees where both mean the same."""
 
-    def __init__(self, variables: dict[str, str]):
+    def __init__(self, variables: dict[str, str], guards: Guards | None = None):
         self.variables = variables  # variable name -> kind (only those bound to node sets)
         self.ascii_upper = False
+        self.guards = guards  # None: strict, nothing translated that XPath 2.0 could refuse
+
+    def _single(self, args: list[tuple[str, str]], tokens: list) -> None:
+        """Node-set arguments of a one-item function: recorded in the guards, or refused."""
+        for (text, kind), token in zip(args, tokens):
+            if kind != NODES or text in (".", "..") or (token.symbol == "@" and len(token) == 1):
+                continue
+            if self.guards is None:
+                raise Untranslatable("one-item function of a node set (several nodes: an error in XPath 2.0)")
+            names, descendant = _path_names(token)
+            if descendant:
+                self.guards.anywhere.add(tuple(names))
+            else:
+                self.guards.single.update(names)
 
     def __call__(self, t: Any) -> tuple[str, str]:
         s, n = t.symbol, len(t)
@@ -420,6 +482,7 @@ class Translator:
             return f"round({inner})", kind
         if s == "string-length":
             args = [self(c) for c in t]
+            self._single(args, list(t))
             return f"string-length({', '.join(a for a, _ in args)})", NUM
         if s in _STRING_FUNCS:
             args = [self(c) for c in t]
@@ -428,19 +491,19 @@ class Translator:
                 raise Untranslatable(f"{s}() of a number or boolean (formatting differs)")
             if s == "substring" and any(c.symbol != "(integer)" for c in list(t)[1:]):
                 raise Untranslatable("substring() with computed bounds")
-            if s in ("contains", "starts-with", "substring-after", "substring-before") and any(
-                    k == NODES for _, k in args):
-                pass  # first node's string value in both, the schema keeps these single
+            self._single(args, list(t))
             return f"{s}({', '.join(a for a, _ in args)})", STRING if s not in ("contains", "starts-with") else BOOL
         if s == "upper-case" and self.ascii_upper and n == 1:
             inner, kind = self(t[0])
             if kind in (NUM, NUMQ, BOOL):
                 raise Untranslatable("upper-case() of a number")
+            self._single([(inner, kind)], [t[0]])
             return f"translate({inner}, '{_LOWER}', '{_LOWER.upper()}')", STRING
         if s == "ends-with" and n == 2 and t[1].symbol == "(string)":
             inner, kind = self(t[0])
             if kind in (NUM, NUMQ, BOOL):
                 raise Untranslatable("ends-with() of a number")
+            self._single([(inner, kind)], [t[0]])
             lit = _literal(t[1].value)
             return (f"(substring({inner}, string-length({inner}) - string-length({lit}) + 1) = {lit})",
                     BOOL)
@@ -448,6 +511,7 @@ class Translator:
             args = [self(c) for c in t]
             if any(k in (NUM, NUMQ, BOOL) for _, k in args):
                 raise Untranslatable(f"{s}() of a number")
+            self._single(args, list(t))
             return f"edi:{s}({', '.join(a for a, _ in args)})", BOOL if s == "ends-with" else STRING
         if s == "codelist":
             ident, _ = self(t[0])
@@ -492,6 +556,10 @@ class Translator:
             other = b if a[1] == NODES else a
             if other[0] not in ("true()", "false()"):
                 raise Untranslatable("node compared with a computed boolean")
+            if self.guards is None:
+                raise Untranslatable("node compared with a boolean (a bad value is an error in XPath 2.0)")
+            names, _ = _path_names(t[0] if a[1] == NODES else t[1])
+            self.guards.boolean.update(names)
             value = other[0] == "true()"
             if s == "!=":
                 value = not value
@@ -530,18 +598,26 @@ def _ext_functions(codelists: dict[str, frozenset[str]]) -> dict:
 class Compiler:
     """Builds evaluators `fn(node, variables) -> sequence` for one rule set's expressions."""
 
-    def __init__(self, namespaces: dict[str, str], codelists: dict[str, list[str]]):
+    def __init__(self, namespaces: dict[str, str], codelists: dict[str, list[str]], strict: bool = False):
+        self.guards = None if strict else Guards()
         self.namespaces = dict(namespaces)
         self.namespaces["edi"] = EDI_NS
         self.lists = {k: frozenset(v) for k, v in codelists.items()}
         self.extensions = _ext_functions(self.lists)
         self.translated = 0  # subtrees handed whole to libxml2
         self.closures = 0  # Python nodes
+        self._parsers: dict[frozenset[str], XPath2Parser] = {}  # per set of in-scope variables
 
     def parse(self, expr: str, variables: tuple[str, ...]) -> Any:
-        parser = XPath2Parser(namespaces=self.namespaces, variable_types={v: "item()*" for v in variables})
-        parser.external_function(lambda a, b: True, name="codelist", prefix="edi",
-                                 sequence_types=("xs:string", "item()*", "xs:boolean"))
+        """The token tree of an expression. One parser per set of in-scope variables: building
+        a parser and its tokenizer cost more than parsing (most of the engine's start-up)."""
+        key = frozenset(variables)
+        parser = self._parsers.get(key)
+        if parser is None:
+            parser = XPath2Parser(namespaces=self.namespaces, variable_types={v: "item()*" for v in variables})
+            parser.external_function(lambda a, b: True, name="codelist", prefix="edi",
+                                     sequence_types=("xs:string", "item()*", "xs:boolean"))
+            self._parsers[key] = parser
         return parser.parse(expr)
 
     def compile(self, expr: str, substitutions: dict[str, str], variables: tuple[str, ...] = ()) -> Fn:
@@ -553,7 +629,7 @@ class Compiler:
         None when some part of it needs Python."""
         t = self.parse(expr, tuple(variables) + tuple(substitutions))
         try:
-            text, kind = _SubstTranslator(substitutions)(t)
+            text, kind = _SubstTranslator(substitutions, self.guards)(t)
         except Untranslatable:
             return None
         return text if kind in (BOOL, NODES, STRING, NUM) else None
@@ -627,7 +703,7 @@ class Compiler:
     def translate_token(self, t: Any) -> str | None:
         """XPath 1.0 text of a parsed subtree, or None."""
         try:
-            text, kind = _SubstTranslator({})(t)
+            text, kind = _SubstTranslator({}, self.guards)(t)
         except Untranslatable:
             return None
         return text if kind in (BOOL, NODES, STRING) else None
@@ -660,7 +736,7 @@ class Compiler:
             return lambda node, vs: vs[name]
         if s not in ("sum", "round", "abs", "+", "-", "*", "div", "mod"):
             try:
-                text, kind = _SubstTranslator(subst)(t)
+                text, kind = _SubstTranslator(subst, self.guards)(t)
             except Untranslatable:
                 pass
             else:
@@ -856,6 +932,38 @@ class Compiler:
                    "substring-after": lambda x, y: x.partition(y)[2] if y in x else "",
                    "substring-before": lambda x, y: x.partition(y)[0] if y in x else ""}[s]
             return lambda node, vs: [fn2(_one_string(a1(node, vs), s), _one_string(a2(node, vs), s))]
+        if s == "substring" and n in (2, 3):
+            text_arg, bounds = b(t[0]), [b(c) for c in list(t)[1:]]
+
+            def substring(node, vs):
+                text = _one_string(atomize(text_arg(node, vs)), s)
+                start = float(xpath_round(_arith_operand(bounds[0](node, vs))))
+                end = math.inf if n == 2 else start + float(xpath_round(_arith_operand(bounds[1](node, vs))))
+                return ["".join(ch for p, ch in enumerate(text, 1) if start <= p < end)]
+            return substring
+        if s == "translate" and n == 3:
+            a1, a2, a3 = b(t[0]), b(t[1]), b(t[2])
+
+            def translate(node, vs):
+                src, frm, to = (_one_string(atomize(a(node, vs)), s) for a in (a1, a2, a3))
+                table = {}
+                for i, ch in enumerate(frm):
+                    table.setdefault(ord(ch), to[i] if i < len(to) else None)
+                return [src.translate(table)]
+            return translate
+        if s in ("name", "local-name") and n == 1:
+            arg = b(t[0])
+
+            def node_name(node, vs):
+                items = arg(node, vs)
+                if len(items) > 1:
+                    raise XPathError(f"XPTY0004: {s}() on a sequence of several items")
+                if not items or not isinstance(items[0], etree._Element):
+                    return [""]
+                q = etree.QName(items[0])
+                prefix = items[0].prefix
+                return [q.localname if s == "local-name" or not prefix else f"{prefix}:{q.localname}"]
+            return node_name
         if s == "concat":
             args = [b(c) for c in t]
             return lambda node, vs: ["".join(_one_string(atomize(a(node, vs)), s) if a(node, vs) else ""
@@ -891,7 +999,7 @@ class Compiler:
         if not preds or any(p.symbol in ("(integer)", "(decimal)", "last", "position") for p in preds):
             return None
         try:
-            tr = _SubstTranslator(subst)
+            tr = _SubstTranslator(subst, self.guards)
             base = tr(right)[0] if right.symbol != "(" else None
             if base is None or tr(right)[1] != NODES:
                 return None
@@ -903,7 +1011,7 @@ class Compiler:
         # boolean predicates commute: the translatable ones go into libxml2's selection
         rest = []
         for p in preds:
-            tp = _SubstTranslator(subst)
+            tp = _SubstTranslator(subst, self.guards)
             tp.depth = 1
             try:
                 ptext, pkind = tp(p)
@@ -999,8 +1107,8 @@ class _SubstTranslator(Translator):
     """Translator where rule variables bound to a relative path are replaced by that path
     (same context node), outside predicates only."""
 
-    def __init__(self, subst: dict[str, str]):
-        super().__init__({})
+    def __init__(self, subst: dict[str, str], guards: Guards | None = None):
+        super().__init__({}, guards)
         self.subst = subst
         self.depth = 0
 
