@@ -8,7 +8,6 @@ number). The scope is applied in SQL, so a sender never receives a row of anothe
 
 from __future__ import annotations
 
-import json
 import threading
 import time as time_
 from collections.abc import Iterator
@@ -49,16 +48,13 @@ class Scope:
 
 
 def partner_sirets(cfg, app: str) -> tuple[str, ...]:
-    """The SIRETs a recipient partner answers for: its `sirets` column when the database has one,
-    else its `[[partners]]` entry in the configuration."""
+    """The SIRETs a recipient partner answers for: its `sirets` column (comma-separated, loaded from
+    `[[partners]]` by every command), else its entry in this configuration (a partner whose
+    entry was changed since the database last loaded it)."""
     with db.session(cfg.database_url) as s:
         partner = s.get(Partner, app)
-    stored = getattr(partner, "sirets", None) if partner is not None else None
-    if isinstance(stored, str):
-        stored = json.loads(stored) if stored.startswith("[") else stored.split(",")
-    if not stored:
-        stored = next((p.sirets for p in cfg.partners if p.app == app), [])
-    return tuple(str(s).strip() for s in stored if str(s).strip())
+    stored = [x.strip() for x in (partner.sirets if partner is not None else "").split(",") if x.strip()]
+    return tuple(stored or next((p.sirets for p in cfg.partners if p.app == app), []))
 
 
 def scope_of(cfg, user: User) -> Scope:
