@@ -116,8 +116,11 @@ def test_sender_sees_only_its_flows_and_gets_404_for_another(site, browser):
     from selenium.webdriver.common.by import By
 
     console, base = site
+    from selenium.webdriver.support.ui import WebDriverWait
+
     _login(browser, base, "demo")
     browser.find_element(By.LINK_TEXT, "Flux").click()
+    WebDriverWait(browser, 10).until(lambda b: b.current_url.startswith(base + "/flux"))  # the new page, not the old
     rows = browser.find_elements(By.CSS_SELECTOR, "table.results tbody tr")
     assert [r.find_elements(By.TAG_NAME, "td")[2].text for r in rows] == [DEMO]
     browser.get(base + f"/flux/{console.other_flow.id}")
@@ -126,7 +129,7 @@ def test_sender_sees_only_its_flows_and_gets_404_for_another(site, browser):
     browser.get(base + f"/flux/{console.demo_flow.id}")
     assert console.demo_flow.filename in browser.page_source
     browser.find_element(By.CSS_SELECTOR, "form.logout button").click()  # logout (a CSRF-protected form)
-    assert browser.current_url.startswith(base + "/connexion")
+    WebDriverWait(browser, 10).until(lambda b: b.current_url.startswith(base + "/connexion"))
     browser.get(base + "/factures")
     assert browser.current_url.startswith(base + "/connexion")
 
