@@ -53,6 +53,18 @@ def browser(tmp_path):
         driver.quit()
 
 
+def _then(driver, act) -> None:
+    """Do `act` (a click, an Enter), then wait for the next page to replace this one: reading
+    right after a click could otherwise read the old page on a loaded machine."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    act()
+    WebDriverWait(driver, 10).until(expected_conditions.staleness_of(old))
+
+
 def _login(driver, base: str, login: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -62,7 +74,7 @@ def _login(driver, base: str, login: str) -> None:
     driver.find_element(By.ID, "login").send_keys(login)
     field = driver.find_element(By.ID, "password")
     field.send_keys(PASSWORD)
-    field.send_keys(Keys.ENTER)  # keyboard only
+    _then(driver, lambda: field.send_keys(Keys.ENTER))  # keyboard only
     assert driver.find_element(By.TAG_NAME, "h1").text == "Tableau de bord"
 
 
@@ -86,17 +98,18 @@ def test_ops_searches_opens_an_invoice_and_exports_csv(site, browser):
     detail = console.platform.detail(console.demo_flow.id)
     wanted = next(i for i in detail["invoices"] if i["deposit_no"])
 
-    browser.find_element(By.LINK_TEXT, "Factures").click()
+    _then(browser, browser.find_element(By.LINK_TEXT, "Factures").click)
     number = browser.find_element(By.ID, "number")  # reached by its label, typed, sent with Enter
     assert browser.find_element(By.CSS_SELECTOR, "label[for=number]").text == "Numéro de facture"
-    number.send_keys(wanted["number"], Keys.ENTER)
+    number.send_keys(wanted["number"])
+    _then(browser, lambda: number.send_keys(Keys.ENTER))
     rows = browser.find_elements(By.CSS_SELECTOR, "table.results tbody tr")
     assert len(rows) == 1 and wanted["deposit_no"] in rows[0].text
 
-    rows[0].find_element(By.LINK_TEXT, wanted["number"]).click()
+    _then(browser, rows[0].find_element(By.LINK_TEXT, wanted["number"]).click)
     assert browser.find_element(By.TAG_NAME, "h1").text == f"Facture {wanted['number']}"
     assert "03 Mise à disposition du destinataire" in browser.find_element(By.ID, "statut").text
-    browser.find_element(By.PARTIAL_LINK_TEXT, "Certificat de dépôt").click()
+    _then(browser, browser.find_element(By.PARTIAL_LINK_TEXT, "Certificat de dépôt").click)
     assert browser.find_element(By.TAG_NAME, "h1").text == "Certificat de dépôt"
     assert wanted["deposit_no"] in browser.page_source
 
@@ -148,7 +161,7 @@ def test_recipient_sets_a_status_and_the_sender_gets_its_report(site, browser):
     Select(browser.find_element(By.ID, "motif")).select_by_value("JUSTIF_ABS")  # the reason decides: 06
     assert browser.find_element(By.CSS_SELECTOR, "label[for=commentaire]").text == "Commentaire pour le fournisseur"
     browser.find_element(By.ID, "commentaire").send_keys("Joindre le procès-verbal.")
-    browser.find_element(By.ID, "enregistrer-statut").click()
+    _then(browser, browser.find_element(By.ID, "enregistrer-statut").click)
     assert "03 → 06" in browser.find_element(By.ID, "message").text
     assert browser.find_element(By.ID, "statut").text.startswith("06")
     (new,) = set(console.platform.out_files(DEMO)) - before
@@ -173,7 +186,7 @@ def test_ops_retries_a_held_flow(site, browser):
         _login(browser, base, "ops")
         browser.get(base + f"/flux/{flow_id}")
         assert "held" in browser.find_element(By.ID, "etapes").text  # the step trace
-        browser.find_element(By.ID, "relancer").click()
+        _then(browser, browser.find_element(By.ID, "relancer").click)
         assert "remis en file" in browser.find_element(By.ID, "message").text
         assert console.platform.flow(flow_id).state == "RECU"
         assert "remis en file par ops" in console.platform.detail(flow_id)["trace"][-1]["detail"]
