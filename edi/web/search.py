@@ -56,6 +56,7 @@ def partner_sirets(cfg, app: str) -> tuple[str, ...]:
     stored = getattr(partner, "sirets", None) if partner is not None else None
     if isinstance(stored, str):
         stored = json.loads(stored) if stored.startswith("[") else stored.split(",")
+    stored = [s for s in stored or () if str(s).strip()]  # "" (no SIRETs stored) is none: the configuration's
     if not stored:
         stored = next((p.sirets for p in cfg.partners if p.app == app), [])
     return tuple(str(s).strip() for s in stored if str(s).strip())
