@@ -144,7 +144,8 @@ def recycle_by_ops(url: str, spool: Spool, ej_patterns, deposit_no: str, *, sire
                    by: str = "l'exploitation") -> status.Applied:
     """`edi invoices recycle`: an invoice in 04 routed again with the routing data given (the
     others kept), checked by the routing rules, back to 03, reported and delivered again —
-    in one transaction. Refused (a REJ_* or routing code) changes nothing."""
+    in one transaction. Refused (a REJ_* or routing code) changes nothing. `by` names who asked
+    in the event's comment (the console: the supplier and its user's login)."""
     at = utcnow()
     with db.session(url) as s:
         invoice = _by_deposit(s, deposit_no)
