@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from edi import db, trace
 from edi.db.models import ON_HOLD, Flow, Invoice, StatusEvent
 from tests.helpers import DEMO, validate_report
-from tests.web_helpers import make_console
+from tests.web_helpers import CHU, make_console
 
 
 def _csrf(page) -> str:
@@ -198,3 +198,196 @@ def test_flow_page_lists_its_invoices_by_page(tmp_path, monkeypatch):
     second = ops.get(f"/flux/{flow_id}?page=2")
     assert 'id="facture-4"' in second.text and second.text.count('id="facture-') == 1
     assert "Factures suivantes" not in second.text
+
+
+# ------------------------------------------------------------------ senders: recycle (04), complete (06)
+
+
+def _put(console, deposit: str, code: str, reason: str) -> None:
+    """As the recipient (here ops for it) would: the invoice in 04 or 06, its report delivered."""
+    from edi import lifecycle
+    from edi.reports.outbox import deliver_pending
+    from edi.route import status
+    from edi.spool import Spool
+
+    applied = status.change_status(console.platform.url, deposit,
+                                   status.Change(code, lifecycle.OPS, "ops", reason=reason))
+    deliver_pending(console.platform.url, Spool(console.platform.cfg.spool_root), applied.flow_id)
+
+
+def _demo_invoices(console) -> list[Invoice]:
+    with db.session(console.platform.url) as s:
+        return list(s.execute(select(Invoice).where(Invoice.flow_id == console.demo_flow.id, Invoice.accepted)
+                              .order_by(Invoice.id)).scalars())
+
+
+def _recyclable(console) -> tuple[Invoice, Invoice]:
+    """A DEMO invoice not at the CHU, and the CHU's invoice (whose routing it is recycled to)."""
+    chu = next(i for i in _demo_invoices(console) if i.recipient_siret == console.chu_siret)
+    away = next(i for i in _demo_invoices(console) if i.recipient_siret != console.chu_siret)
+    return away, chu
+
+
+def _new_fen(console, before: set) -> object:
+    (new,) = set(console.platform.out_files(DEMO)) - before
+    assert new.startswith(f"FEN1200A_{DEMO}_FEN")
+    return validate_report(console.platform.out_files(DEMO)[new])
+
+
+def _chu_partner(console) -> None:
+    """The CHU's `sirets` (appended to the configuration after the flows) into the database, as
+    `edi serve` loads them: it is then a recipient partner, delivered FDE2001A."""
+    from edi import partners
+
+    partners.load_from_config(console.platform.cfg)
+
+
+def _fde(console, before: set) -> list:
+    from lxml import etree
+
+    return [etree.fromstring(d) for n, d in console.platform.out_files(CHU).items()
+            if n.startswith("FDE2001A_") and n not in before]
+
+
+def test_sender_recycles_an_invoice_in_04_from_the_page(tmp_path, db_url):
+    console = make_console(tmp_path, db_url=db_url)
+    invoice, chu = _recyclable(console)
+    client = _session(console, "demo")
+    page = client.get(f"/factures/{invoice.deposit_no}")
+    assert "Recycler la facture" not in page.text  # in 03: nothing to recycle
+    _put(console, invoice.deposit_no, "04", "REF_ERR")
+    page = client.get(f"/factures/{invoice.deposit_no}")
+    assert "Recycler la facture" in page.text and "Compléter la facture" not in page.text
+    assert f'value="{invoice.recipient_siret}"' in page.text  # the form starts from the current routing
+    _chu_partner(console)
+    before, fde_before = set(console.platform.out_files(DEMO)), set(console.platform.out_files(CHU))
+    form = {"siret": chu.recipient_siret, "service": chu.code_service, "ej": chu.ej}
+
+    assert client.post(f"/factures/{invoice.deposit_no}/recycler", data=form).status_code == 403  # no CSRF
+    refused = client.post(f"/factures/{invoice.deposit_no}/recycler",
+                          data={**form, "csrf": _csrf(page), "siret": "35600000000048"})
+    assert refused.status_code == 400 and "ROUT-04 : Le destinataire est absent de l&#39;annuaire" in refused.text
+    assert set(console.platform.out_files(DEMO)) == before
+
+    done = client.post(f"/factures/{invoice.deposit_no}/recycler", data={**form, "csrf": _csrf(page)})
+    assert done.status_code == 200 and "04 → 03" in done.text, done.text
+    root = _new_fen(console, before)
+    line = root.find(".//DonneesStatut")
+    assert line.findtext("IdStatut") == "03" and "recyclée par le fournisseur (demo)" in line.findtext("Commentaire")
+    with db.session(console.platform.url) as s:
+        now = s.get(Invoice, invoice.id)
+        event = s.execute(select(StatusEvent).where(StatusEvent.invoice_id == invoice.id)
+                          .order_by(StatusEvent.id.desc())).scalars().first()
+    assert (now.status, now.recipient_siret, now.code_service, now.ej) == ("03", chu.recipient_siret,
+                                                                          chu.code_service, chu.ej)
+    assert (event.code, event.producer) == ("03", "demo")
+    (delivered,) = _fde(console, fde_before)  # the CHU, a recipient partner, gets it again
+    assert delivered.findtext(".//DonneesFacture/Renvoi") == "Recyclée"
+
+    again = client.post(f"/factures/{invoice.deposit_no}/recycler", data={**form, "csrf": _csrf(page)})
+    assert again.status_code == 400 and "REJ_" in again.text  # now in 03
+
+
+def test_recycle_roles_and_the_api(tmp_path, db_url):
+    console = make_console(tmp_path, db_url=db_url)
+    invoice, chu = _recyclable(console)
+    api = console.client()
+    body = {"siret": chu.recipient_siret, "service": chu.code_service, "ej": chu.ej}
+    url = f"/api/v1/invoices/{invoice.deposit_no}/recycle"
+    wrong = api.post(url, json=body, headers=console.token("demo"))
+    assert wrong.status_code == 400 and "REJ_RG" in wrong.json()["detail"]  # in 03
+    _put(console, invoice.deposit_no, "04", "REF_ERR")
+    assert api.post(url, json=body, headers=console.token("autre")).status_code == 404  # another sender's
+    assert api.post(url, json=body, headers=console.token("chu")).status_code == 403  # a recipient
+    assert api.post(url, json=body).status_code == 401
+    assert api.post("/api/v1/invoices/EDI9999999999999999999999/recycle", json=body,
+                    headers=console.token("demo")).status_code == 404
+    nothing = api.post(url, json={}, headers=console.token("demo"))
+    assert nothing.status_code == 400 and "REJ_INC" in nothing.json()["detail"]
+    # the other sender's page shows no form and its post is a 404
+    autre = _session(console, "autre")
+    page = autre.get(f"/factures/{_other_invoice_of(console, 'AUTRE')}")
+    assert autre.post(f"/factures/{invoice.deposit_no}/recycler",
+                      data={**body, "csrf": _csrf(page)}).status_code == 404
+    chu_client = _session(console, "chu")
+    page = chu_client.get(f"/factures/{_chu_invoice(console)}")
+    assert chu_client.post(f"/factures/{invoice.deposit_no}/recycler",
+                           data={**body, "csrf": _csrf(page)}).status_code == 403
+
+    before = set(console.platform.out_files(DEMO))
+    done = api.post(url, json=body, headers=console.token("demo"))
+    assert done.status_code == 200, done.text
+    assert (done.json()["previous"], done.json()["status"]) == ("04", "03")
+    assert done.json()["report"] in console.platform.out_files(DEMO)
+    _new_fen(console, before)
+
+
+def _other_invoice_of(console, app: str) -> str:
+    with db.session(console.platform.url) as s:
+        return s.execute(select(Invoice.deposit_no).where(Invoice.flow_id == console.other_flow.id,
+                                                          Invoice.accepted)).scalars().first()
+
+
+def test_sender_completes_an_invoice_in_06_from_the_page_and_the_api(tmp_path, db_url):
+    console = make_console(tmp_path, db_url=db_url)
+    cfg = console.platform.cfg  # attachments within 1000 bytes here (the flows were ingested already)
+    console.platform.cfg = cfg.model_copy(update={"limits": cfg.limits.model_copy(update={"max_file_bytes": 1000})})
+    deposit = _chu_invoice(console)
+    client = _session(console, "demo")
+    _put(console, deposit, "06", "JUSTIF_ABS")
+    page = client.get(f"/factures/{deposit}")
+    assert "Compléter la facture" in page.text and "Recycler la facture" not in page.text
+    _chu_partner(console)
+    before, fde_before = set(console.platform.out_files(DEMO)), set(console.platform.out_files(CHU))
+    files = [("pieces", ("../../PV de réception.pdf", b"%PDF-1.4 proces-verbal\n", "application/pdf")),
+             ("pieces", ("bon.txt", b"bon de livraison\n", "text/plain"))]
+
+    assert client.post(f"/factures/{deposit}/completer", files=files,
+                       data={"commentaire": "PV joint"}).status_code == 403  # no CSRF
+    big = client.post(f"/factures/{deposit}/completer", data={"csrf": _csrf(page)},
+                      files=[("pieces", ("gros.pdf", b"x" * 1001, "application/pdf"))])
+    assert big.status_code == 413 and "1000 octets" in big.text
+    none = client.post(f"/factures/{deposit}/completer", data={"csrf": _csrf(page)})
+    assert none.status_code == 400 and "REJ_INC" in none.text
+    assert set(console.platform.out_files(DEMO)) == before
+
+    done = client.post(f"/factures/{deposit}/completer", files=files,
+                       data={"csrf": _csrf(page), "commentaire": "PV joint"})
+    assert done.status_code == 200 and "06 → 12" in done.text, done.text
+    line = _new_fen(console, before).find(".//DonneesStatut")
+    assert line.findtext("IdStatut") == "12" and "PV joint" in line.findtext("Commentaire")
+    with db.session(console.platform.url) as s:
+        invoice = s.execute(select(Invoice).where(Invoice.deposit_no == deposit)).scalars().one()
+        event = s.execute(select(StatusEvent).where(StatusEvent.invoice_id == invoice.id)
+                          .order_by(StatusEvent.id.desc())).scalars().first()
+    assert (invoice.status, event.code, event.producer, event.actor) == ("12", "12", "demo", "supplier")
+    import os
+    beside = sorted(n for n in os.listdir(os.path.dirname(invoice.path)) if n.startswith(f"{deposit}_PJ"))
+    assert beside[-2:] == [f"{deposit}_PJ3_PV_de_r_ception.pdf", f"{deposit}_PJ4_bon.txt"]  # no folder kept
+    (delivered,) = _fde(console, fde_before)
+    assert delivered.findtext(".//DonneesFacture/Renvoi") == "Complétée"
+
+    # the API: the status is now 12, a refusal (400); roles as for recycling
+    url = f"/api/v1/invoices/{deposit}/complete"
+    piece = [("files", ("pv.pdf", b"%PDF-1.4\n", "application/pdf"))]
+    refused = console.client().post(url, files=piece, headers=console.token("demo"))
+    assert refused.status_code == 400 and "REJ_" in refused.json()["detail"]
+    assert console.client().post(url, files=piece, headers=console.token("autre")).status_code == 404
+    assert console.client().post(url, files=piece, headers=console.token("chu")).status_code == 403
+
+
+def test_complete_through_the_api(tmp_path):
+    console = make_console(tmp_path)
+    deposit = _other_invoice_of(console, "AUTRE")
+    _put(console, deposit, "06", "JUSTIF_ABS")
+    before = set(console.platform.out_files("AUTRE"))
+    done = console.client().post(f"/api/v1/invoices/{deposit}/complete", data={"comment": "Pièces jointes"},
+                                 files=[("files", ("a.pdf", b"%PDF-1.4 a\n", "application/pdf")),
+                                        ("files", ("b.pdf", b"%PDF-1.4 b\n", "application/pdf"))],
+                                 headers=console.token("autre"))
+    assert done.status_code == 200, done.text
+    assert (done.json()["previous"], done.json()["status"]) == ("06", "12")
+    (new,) = set(console.platform.out_files("AUTRE")) - before
+    assert new == done.json()["report"] and validate_report(console.platform.out_files("AUTRE")[new]) is not None
+    empty = console.client().post(f"/api/v1/invoices/{deposit}/complete", headers=console.token("ops"))
+    assert empty.status_code == 400

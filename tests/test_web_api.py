@@ -308,7 +308,9 @@ def test_openapi_documents_the_api(console, ops):
     paths = client.get("/api/openapi.json", headers=console.token("demo")).json()["paths"]
     assert set(paths) == {"/api/v1/flows", "/api/v1/flows/{ref}", "/api/v1/invoices",
                           "/api/v1/invoices/{deposit_no}", "/api/v1/flows/{ref}/retry", "/api/v1/flows/{ref}/reprocess",
-                          "/api/v1/flows/{ref}/reports/{filename}/resend", "/api/v1/invoices/{deposit_no}/status"}
+                          "/api/v1/flows/{ref}/reports/{filename}/resend", "/api/v1/invoices/{deposit_no}/status",
+                          "/api/v1/invoices/{deposit_no}/recycle", "/api/v1/invoices/{deposit_no}/complete"}
+    assert "multipart/form-data" in paths["/api/v1/invoices/{deposit_no}/complete"]["post"]["requestBody"]["content"]
     assert "post" in paths["/api/v1/flows"]
 
 

@@ -194,3 +194,36 @@ def test_ops_retries_a_held_flow(site, browser):
         with db.session(console.platform.url) as s:
             s.execute(update(Flow).where(Flow.id == flow_id).values(state=original.state, attempts=original.attempts))
             s.commit()
+
+
+def test_sender_recycles_an_invoice_in_04(site, browser):
+    from selenium.webdriver.common.by import By
+
+    from edi import lifecycle, queries
+    from edi.reports.outbox import deliver_pending
+    from edi.route import status
+    from edi.spool import Spool
+
+    console, base = site
+    invoices = [i for i in console.platform.detail(console.demo_flow.id)["invoices"] if i["deposit_no"]]
+    chu = queries.invoice_detail(console.platform.url, next(
+        i["deposit_no"] for i in invoices if i["recipient_siret"] == console.chu_siret))
+    wanted = next(i for i in invoices[1:] if i["recipient_siret"] != console.chu_siret)  # not the ops test's
+    applied = status.change_status(console.platform.url, wanted["deposit_no"],  # as its recipient would
+                                   status.Change("04", lifecycle.OPS, "ops", reason="REF_ERR"))
+    deliver_pending(console.platform.url, Spool(console.platform.cfg.spool_root), applied.flow_id)
+    before = set(console.platform.out_files(DEMO))
+    _login(browser, base, "demo")
+    browser.get(base + f"/factures/{wanted['deposit_no']}")
+    assert browser.find_element(By.ID, "statut").text.startswith("04")
+    assert browser.find_element(By.CSS_SELECTOR, "label[for=recycler-siret]").text == "SIRET du destinataire"
+    for field, value in (("recycler-siret", chu["recipient_siret"]), ("recycler-service", chu["code_service"]),
+                         ("recycler-ej", chu["ej"])):
+        element = browser.find_element(By.ID, field)
+        element.clear()
+        element.send_keys(value or "")
+    _then(browser, browser.find_element(By.ID, "recycler").click)
+    assert "04 → 03" in browser.find_element(By.ID, "message").text
+    assert browser.find_element(By.ID, "statut").text.startswith("03")
+    (new,) = set(console.platform.out_files(DEMO)) - before
+    assert new.startswith(f"FEN1200A_{DEMO}_FEN") and b"demo" in console.platform.out_files(DEMO)[new]

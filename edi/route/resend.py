@@ -140,10 +140,12 @@ def add_attachments(invoice: Invoice, files: list[str]) -> list[str]:
 
 
 def recycle_by_ops(url: str, spool: Spool, ej_patterns, deposit_no: str, *, siret: str | None,
-                   code_service: str | None, ej: str | None, producer: str) -> status.Applied:
+                   code_service: str | None, ej: str | None, producer: str,
+                   by: str = "l'exploitation") -> status.Applied:
     """`edi invoices recycle`: an invoice in 04 routed again with the routing data given (the
     others kept), checked by the routing rules, back to 03, reported and delivered again —
-    in one transaction. Refused (a REJ_* or routing code) changes nothing."""
+    in one transaction. Refused (a REJ_* or routing code) changes nothing. `by` names who asked
+    in the event's comment (the console: the supplier and its user's login)."""
     at = utcnow()
     with db.session(url) as s:
         invoice = _by_deposit(s, deposit_no)
@@ -161,11 +163,12 @@ def recycle_by_ops(url: str, spool: Spool, ej_patterns, deposit_no: str, *, sire
         path = copy_invoice(spool, invoice, new[0], new[1])
         changes = ", ".join(f"{label} {value or '(aucun)'}" for label, value in zip(("SIRET", "service", "EJ"), new))
         event = recycle(s, invoice, siret=new[0], code_service=new[1], ej=new[2], path=path, producer=producer,
-                        comment=f"Facture recyclée par l'exploitation : {changes}", at=at)
+                        comment=f"Facture recyclée par {by} : {changes}", at=at)
         return _reported(s, invoice, event, previous, RECYCLE, at)
 
 
-def complete_by_ops(url: str, files: list[str], *, deposit_no: str, comment: str, producer: str) -> status.Applied:
+def complete_by_ops(url: str, files: list[str], *, deposit_no: str, comment: str, producer: str,
+                    by: str = "l'exploitation") -> status.Applied:
     """`edi invoices complete`: the pieces a suspended (06) invoice waited for, added for its
     supplier; 12 Complétée, reported and delivered again — in one transaction."""
     at = utcnow()
@@ -176,7 +179,7 @@ def complete_by_ops(url: str, files: list[str], *, deposit_no: str, comment: str
         if not files:
             raise status.Refused(Refusal("REJ_INC", "aucune pièce jointe : donnez --attach FICHIER"))
         names = add_attachments(invoice, files)
-        text = f"Pièces ajoutées par l'exploitation : {', '.join(names)}" + (f". {comment}" if comment else "")
+        text = f"Pièces ajoutées par {by} : {', '.join(names)}" + (f". {comment}" if comment else "")
         event = complete(s, invoice, path=invoice.path, producer=producer, actor=lifecycle.SUPPLIER,
                          comment=text, at=at)
         return _reported(s, invoice, event, previous, COMPLETE, at)

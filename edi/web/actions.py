@@ -1,15 +1,18 @@
 """What users do from the console and the API, through the very functions of the command line
 (no second implementation): ops retry a held flow (`edi.worker.retry`), resend a report
 (`edi.reports.push.resend`), reprocess a flow (`edi.reprocess`); recipients — and ops for them —
-set an invoice's status (`edi.route.status.change_status`). Each is recorded with the user's
-login (trace step, event producer). `ActionRefused` carries the HTTP status and a French message.
-
-Recycling and completing by the supplier (issue 10, point 4, senders) are built on another
-branch (`edi invoices recycle|complete`); they belong here, beside `set_status`, as calls to
-those functions.
+set an invoice's status (`edi.route.status.change_status`); senders — and ops for them —
+recycle an invoice in 04 and complete one in 06 (`edi.route.resend.recycle_by_ops` and
+`complete_by_ops`, as `edi invoices recycle|complete`). Each is recorded with the user's login
+(trace step, event producer). `ActionRefused` carries the HTTP status and a French message.
 """
 
 from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
 
 from sqlalchemy import select
 
@@ -123,4 +126,93 @@ def set_status(web, user: User, deposit_no: str, choice: str, reason: str, comme
         raise ActionRefused(422, str(refused)) from None
     deliver_pending(web.url, Spool(web.cfg.spool_root), applied.flow_id)
     LOG.info("console_status_set", deposit=deposit_no, status=applied.status, user=user.login)
+    return applied
+
+
+# ------------------------------------------------------------------ senders: recycle (04), complete (06)
+
+
+def _sender_invoice(web, user: User, deposit_no: str) -> None:
+    """A sender on an invoice its APP deposited, or ops on any; 404 for any other, 403 for a recipient."""
+    if user.role == "recipient":
+        raise ActionRefused(403, "Recycler ou compléter une facture revient à son fournisseur.")
+    if user.role not in ("ops", "sender") or not search.invoice_visible(
+            web.url, search.scope_of(web.cfg, user), deposit_no):
+        raise ActionRefused(404, f"Facture {deposit_no} introuvable.")
+
+
+def _on_behalf(user: User) -> str:
+    return "l'exploitation" if user.role == "ops" else f"le fournisseur ({who(user)})"
+
+
+def recycle(web, user: User, deposit_no: str, siret: str | None, service: str | None, ej: str | None):
+    """`edi invoices recycle`: the new SIRET, code service and EJ (None or an empty SIRET: kept;
+    an empty service or EJ: none), checked by the routing rules; back to 03, the FEN1200A to the sender, the invoice delivered again."""
+    from edi.route import resend, status
+
+    _sender_invoice(web, user, deposit_no)
+    try:
+        applied = resend.recycle_by_ops(
+            web.url, Spool(web.cfg.spool_root), web.cfg.ej_patterns, deposit_no, siret=(siret or "").strip() or None,
+            code_service=None if service is None else service.strip()[:100],
+            ej=None if ej is None else ej.strip()[:100], producer=who(user), by=_on_behalf(user))
+    except status.Refused as refused:
+        raise ActionRefused(400, str(refused)) from None
+    deliver_pending(web.url, Spool(web.cfg.spool_root), applied.flow_id)
+    LOG.info("console_invoice_recycled", deposit=deposit_no, user=user.login)
+    return applied
+
+
+class Piece:
+    """One uploaded attachment: its name as sent and its bytes, read by chunks."""
+
+    def __init__(self, filename: str, chunks: Iterable[bytes]):
+        self.filename, self.chunks = filename, chunks
+
+
+def safe_filename(filename: str) -> str:
+    """The last part of what the browser sent (no folder, either separator), never empty or dotted."""
+    from edi.spool import safe_name
+
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return safe_name(base if base.strip(".") else "", "piece")
+
+
+def complete(web, user: User, deposit_no: str, pieces: list[Piece], comment: str):
+    """`edi invoices complete`: the uploaded pieces (each within `limits.max_file_bytes`) written to
+    a temporary folder, then added by the command's function; 12 Complétée, reported, delivered again."""
+    from edi.route import resend, status
+
+    _sender_invoice(web, user, deposit_no)
+    pieces = [p for p in pieces if p.filename]
+    limit = web.cfg.limits.max_file_bytes
+    folder = tempfile.mkdtemp(prefix=".pieces-")
+    try:
+        paths = []
+        for n, piece in enumerate(pieces, start=1):
+            path = os.path.join(folder, str(n))
+            os.mkdir(path)
+            path = os.path.join(path, safe_filename(piece.filename))
+            size = 0
+            with open(path, "wb") as fh:
+                for chunk in piece.chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise ActionRefused(413, f"REJ_INC : pièce jointe {safe_filename(piece.filename)} "
+                                                 f"de plus de {limit} octets")
+                    fh.write(chunk)
+            if size == 0:
+                raise ActionRefused(400, f"REJ_INC : pièce jointe {safe_filename(piece.filename)} vide")
+            paths.append(path)
+        if not paths:
+            raise ActionRefused(400, "REJ_INC : aucune pièce jointe : joignez au moins un fichier")
+        try:
+            applied = resend.complete_by_ops(web.url, paths, deposit_no=deposit_no, comment=comment.strip()[:1000],
+                                             producer=who(user), by=_on_behalf(user))
+        except status.Refused as refused:
+            raise ActionRefused(400, str(refused)) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    deliver_pending(web.url, Spool(web.cfg.spool_root), applied.flow_id)
+    LOG.info("console_invoice_completed", deposit=deposit_no, pieces=len(paths), user=user.login)
     return applied

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, Body, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -137,3 +137,32 @@ def invoice_status(request: Request, user: CurrentUser, deposit_no: str,
                                               mandate))
     return {"deposit_no": applied.deposit_no, "previous": applied.previous, "status": applied.status,
             "report": applied.report}
+
+
+def _applied(applied) -> dict:
+    return {"deposit_no": applied.deposit_no, "previous": applied.previous, "status": applied.status,
+            "report": applied.report}
+
+
+@router.post("/invoices/{deposit_no}/recycle", summary="Recycler une facture en 04 (son émetteur, exploitation)",
+             responses={400: {"description": "REJ_* ou ROUT-* (statut, règles de routage)"},
+                        403: {"description": "Destinataire"}})
+def invoice_recycle(request: Request, user: CurrentUser, deposit_no: str,
+                    siret: Annotated[str | None, Body()] = None, service: Annotated[str | None, Body()] = None,
+                    ej: Annotated[str | None, Body()] = None):
+    """Comme `edi invoices recycle` : `siret`, `service`, `ej` nouveaux (absents : inchangés ;
+    `service` ou `ej` vides : aucun), vérifiés par les règles de routage ; statut 03, compte rendu
+    FEN1200A dans `out/`, facture remise au destinataire (`Renvoi` = Recyclée)."""
+    return _applied(_act(lambda: actions.recycle(request.app.state.web, user, deposit_no, siret, service, ej)))
+
+
+@router.post("/invoices/{deposit_no}/complete", summary="Compléter une facture en 06 (son émetteur, exploitation)",
+             responses={400: {"description": "REJ_* (statut, aucune pièce)"}, 403: {"description": "Destinataire"},
+                        413: {"description": "Pièce trop grande (limits.max_file_bytes)"}})
+def invoice_complete(request: Request, user: CurrentUser, deposit_no: str,
+                     files: Annotated[list[UploadFile] | None, File()] = None,
+                     comment: Annotated[str, Form()] = ""):
+    """Comme `edi invoices complete` : une ou plusieurs pièces (`files`, multipart) et un
+    commentaire ; statut 12 Complétée, compte rendu FEN1200A, facture remise de nouveau."""
+    pieces = [actions.Piece(f.filename or "", iter(lambda f=f: f.file.read(_CHUNK), b"")) for f in files or []]
+    return _applied(_act(lambda: actions.complete(request.app.state.web, user, deposit_no, pieces, comment)))

@@ -2,7 +2,8 @@
 
 Tableau de bord, flows and invoices (search, detail with the step trace, CSV export), reports
 rendered in French and downloadable as XML, the printable deposit certificate, a deposit form,
-and the actions of `edi.web.actions` (ops: retry, resend, reprocess; recipients: statuses). Every page needs a
+and the actions of `edi.web.actions` (ops: retry, resend, reprocess; recipients: statuses;
+senders: recycle, complete). Every page needs a
 session; every form carries the CSRF token. What is outside the user's scope answers 404.
 """
 
@@ -15,7 +16,7 @@ import io
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from edi import lifecycle, log, queries
@@ -305,8 +306,11 @@ def _visible_invoice(request: Request, user: User, deposit_no: str) -> dict:
 def _invoice_page(request: Request, user: User, deposit_no: str, status_code: int = 200, **extra):
     inv = _visible_invoice(request, user, deposit_no)
     choices = actions.status_choices(user, inv["status"]) if user.role in ("ops", "recipient") else []
-    return _render(request, "invoice.html", {"inv": inv, "choices": choices, "reasons": lifecycle.REASONS,
-                                             "message": "", "error": "", **extra}, status_code)
+    supplier = user.role in ("ops", "sender")  # a sender sees only its own invoices here
+    return _render(request, "invoice.html", {
+        "inv": inv, "choices": choices, "reasons": lifecycle.REASONS, "message": "", "error": "",
+        "can_recycle": supplier and inv["status"] == lifecycle.TO_RECYCLE,
+        "can_complete": supplier and inv["status"] == lifecycle.SUSPENDED, **extra}, status_code)
 
 
 @router.get("/factures/{deposit_no}")
@@ -328,6 +332,39 @@ def invoice_status(request: Request, user: PageUser, deposit_no: str, csrf: Anno
     return _invoice_page(request, user, deposit_no, message=(
         f"Statut {applied.previous} → {applied.status} {lifecycle.LABELS[applied.status]} enregistré ; "
         f"compte rendu {applied.report} envoyé au fournisseur."))
+
+
+def _invoice_action(request: Request, user: User, deposit_no: str, action, done: str):
+    try:
+        applied = action(request.app.state.web)
+    except actions.ActionRefused as exc:
+        if exc.status == 404:
+            raise HTTPException(404, exc.message) from None
+        if exc.status == 403:
+            raise HTTPException(403, exc.message) from None
+        return _invoice_page(request, user, deposit_no, exc.status, error=exc.message)
+    return _invoice_page(request, user, deposit_no, message=(
+        f"Facture {done} : statut {applied.previous} → {applied.status} {lifecycle.LABELS[applied.status]} ; "
+        f"compte rendu {applied.report} dans votre dossier out/."))
+
+
+@router.post("/factures/{deposit_no}/recycler")
+def invoice_recycle(request: Request, user: PageUser, deposit_no: str, csrf: Annotated[str, Form()] = "",
+                    siret: Annotated[str, Form()] = "", service: Annotated[str, Form()] = "",
+                    ej: Annotated[str, Form()] = ""):
+    check_csrf(request, csrf)
+    return _invoice_action(request, user, deposit_no,
+                           lambda web: actions.recycle(web, user, deposit_no, siret, service, ej), "recyclée")
+
+
+@router.post("/factures/{deposit_no}/completer")
+def invoice_complete(request: Request, user: PageUser, deposit_no: str,
+                     pieces: Annotated[list[UploadFile] | None, File()] = None, csrf: Annotated[str, Form()] = "",
+                     commentaire: Annotated[str, Form()] = ""):
+    check_csrf(request, csrf)
+    found = [actions.Piece(f.filename or "", iter(lambda f=f: f.file.read(1 << 20), b"")) for f in pieces or []]
+    return _invoice_action(request, user, deposit_no, lambda web: actions.complete(
+        web, user, deposit_no, found, commentaire), "complétée")
 
 
 @router.get("/factures/{deposit_no}/certificat")
