@@ -110,12 +110,13 @@ def acquire(url: str, flow_id: int, lease_seconds: float) -> bool:
     return not spent
 
 
-def hold(session, flow_id: int) -> None:
-    """First statement of a flow's outcome transaction: check this worker still holds the flow,
-    and lock its row until the commit (a conditional UPDATE: the row lock on PostgreSQL, the
-    write lock on SQLite), so nobody can take it over meanwhile. Raises LeaseLost otherwise."""
-    held = session.execute(update(Flow).where(Flow.id == flow_id, Flow.owner == owner_id(),
-                                              Flow.state == IN_PROGRESS).values(owner=owner_id()))
+def hold(session, flow_id: int, state: str | None = IN_PROGRESS) -> None:
+    """First statement of a flow's outcome transaction: check this worker still holds the flow
+    (in `state`, when given), and lock its row until the commit (a conditional UPDATE: the row
+    lock on PostgreSQL, the write lock on SQLite), so nobody can take it over meanwhile. Raises
+    LeaseLost otherwise."""
+    mine = [Flow.id == flow_id, Flow.owner == owner_id()] + ([Flow.state == state] if state else [])
+    held = session.execute(update(Flow).where(*mine).values(owner=owner_id()))
     if held.rowcount != 1:
         session.rollback()
         raise LeaseLost()

@@ -35,6 +35,7 @@ import structlog
 from sqlmodel import select
 
 from edi import db
+from edi.config import APP_PATTERN
 from edi.db.models import Partner, PartnerKey
 from edi.interfaces import INTERFACES as FLOW_INTERFACES
 
@@ -44,7 +45,7 @@ INTERFACES = tuple(FLOW_INTERFACES)  # design: "Flow file names"
 SENDER, RECIPIENT = "sender", "recipient"
 #: What a partner may send when its entry names no interface: a recipient only status flows.
 DEFAULT_INTERFACES = {SENDER: (), RECIPIENT: tuple(c for c, i in FLOW_INTERFACES.items() if i.role == RECIPIENT)}
-APP_RE = re.compile(r"^[A-Z0-9]{3,8}$")
+APP_RE = re.compile(APP_PATTERN)
 RSA_MIN_BITS = 2048  # the floor of NIST SP 800-131A; a 767-bit key could be logged in with
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1

@@ -46,7 +46,7 @@ from edi.validate.flowchecks import FlowRejected, Limits
 
 LOG = log.get("edi.pipeline")
 PLATFORM_APP = lifecycle.PLATFORM_APP  # Emetteur/Id of the reports the platform sends
-DEPOSITED, AVAILABLE = statut.INVOICE_DEPOSITED, statut.INVOICE_AVAILABLE
+DEPOSITED, AVAILABLE = lifecycle.DEPOSITED, lifecycle.AVAILABLE
 
 
 @dataclass(slots=True)
@@ -250,7 +250,7 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
         status = statut.FLOW_REJECTED if outcome.flow_findings else statut.flow_status(outcome.accepted, rejected)
         integration = integration_report(s, flow, outcome, status, findings, f"CSO{flow.id:022d}", now)
         steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{integration.filename} (statut {status})"))
-        firsts = sum(1 for r in outcome.invoices if r.accepted and r.resend is None)
+        firsts = [r for r in outcome.invoices if r.accepted and r.resend is None]  # deposited now
         if firsts:
             rendered = Path(outcome.staging) / "processing-report.xml"
             rendered.parent.mkdir(parents=True, exist_ok=True)
@@ -258,7 +258,7 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
                 statut.write_processing_report(
                     fh, sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
                     report_flow_id=_processing_id(flow.id, 1), produced_at=now,
-                    lines=_status_lines(s, flow.id, now), count=2 * firsts,
+                    lines=_status_lines(s, flow.id, now), count=2 * len(firsts),
                 )
             report = Report(
                 flow_id=flow.id, app=flow.app, kind="processing", created_at=now,
@@ -268,14 +268,14 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
             s.add(report)
             s.flush()
             steps.append(trace.row(flow.id, trace.REPORTED, trace.OK,
-                                   f"{report.filename} ({firsts} facture(s) : statuts 01 et 03)"))
+                                   f"{report.filename} ({len(firsts)} facture(s) : statuts 01 et 03)"))
             events = (dict(invoice_id=ids[r.seq], code=code, at=now, producer=PLATFORM_APP, report_id=report.id,
                            reason="", comment=r.row["certificate"] if code == DEPOSITED else "")
-                      for r in outcome.invoices if r.accepted and r.resend is None for code in (DEPOSITED, AVAILABLE))
+                      for r in firsts for code in (DEPOSITED, AVAILABLE))
             for chunk in _chunks(events):
                 s.execute(insert(StatusEvent.__table__), chunk)
         items = [(r.row["recipient_siret"], recipients.delivered(r.row, ids[r.seq], pivot.FIRST, flow.received_at))
-                 for r in outcome.invoices if r.accepted and r.resend is None]
+                 for r in firsts]
         items += _resends(s, flow, outcome, now, steps)
         for sent in recipients.deliver(s, flow.id, items, now) if items else ():
             steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{sent.filename} (factures pour {sent.app})"))

@@ -37,7 +37,7 @@ from edi.db.models import (
     INTEGRATED, PARTIAL, REJECTED, TERMINAL_STATES, Finding as FindingRow, Flow, FlowStep, Invoice, Report,
     StatusEvent, utcnow,
 )
-from edi.lease import Lease, LeaseLost, _owner_dead, owner_id
+from edi.lease import Lease, _owner_dead, hold, owner_id
 from edi.pipeline import (
     AVAILABLE, DEPOSITED, PLATFORM_APP, InvoiceResult, Outcome, finding_row, integration_report, invoice_step,
     run_checks,
@@ -121,11 +121,9 @@ class _RowLock(Lease):
             s.commit()
 
     def hold(self, s) -> None:
-        """First statement of the run's transaction: still ours, row locked until the commit."""
-        held = s.execute(update(Flow).where(Flow.id == self.flow_id, Flow.owner == owner_id()).values(owner=owner_id()))
-        if held.rowcount != 1:
-            s.rollback()
-            raise LeaseLost()
+        """First statement of the run's transaction: still ours (a finished flow, whatever its
+        state), row locked until the commit."""
+        hold(s, self.flow_id, state=None)
 
     def release(self) -> None:
         with db.session(self.url) as s:

@@ -65,5 +65,15 @@ def operator(by: str | None) -> str:
     return name
 
 
+def shown(found, as_json: bool, missing: str, hint: str = "") -> bool:
+    """The shared start of every `show`: a record not found is the refusal line (exit 2); with
+    `--json` it is printed for scripts and the command is done (True)."""
+    if found is None:
+        fail(missing, hint)
+    if as_json:
+        print_json(found)
+    return as_json
+
+
 def yes(flag: bool) -> str:
     return "oui" if flag else "non"

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from edi.cli.common import cfg, console, fail, print_json
+from edi.cli.common import cfg, console, fail, print_json, shown
 from edi.db.models import RECEIVED
 
 app = typer.Typer(help="Flux reçus.", no_args_is_help=True)
@@ -44,10 +44,8 @@ def flows_show(ctx: typer.Context, ref: str, as_json: bool = typer.Option(False,
     from edi.reports.render import render_text
 
     detail = queries.flow_detail(cfg(ctx).database_url, ref)
-    if detail is None:
-        fail(f"flux {ref} introuvable", "donnez l'identifiant de flux (25 caractères) ou l'id interne ; voir `edi flows list`")
-    if as_json:
-        print_json(detail)
+    if shown(detail, as_json, f"flux {ref} introuvable",
+             "donnez l'identifiant de flux (25 caractères) ou l'id interne ; voir `edi flows list`"):
         return
     console.print(f"[bold]Flux {detail['id']}[/bold] {detail['filename']} — {detail['state']}"
                   f" ({detail['accepted_count']}/{detail['invoice_count']} acceptées)", highlight=False)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from edi.cli.common import cfg, console, fail, operator, print_json
+from edi.cli.common import cfg, console, fail, operator, shown
 
 app = typer.Typer(help="Factures déposées.", no_args_is_help=True)
 
@@ -19,10 +19,8 @@ def invoices_show(ctx: typer.Context, deposit_no: str, as_json: bool = typer.Opt
     from edi import queries
 
     detail = queries.invoice_detail(cfg(ctx).database_url, deposit_no)
-    if detail is None:
-        fail(f"facture déposée {deposit_no} introuvable", "le numéro de dépôt figure dans le compte rendu de traitement (ComplementStatut)")
-    if as_json:
-        print_json(detail)
+    if shown(detail, as_json, f"facture déposée {deposit_no} introuvable",
+             "le numéro de dépôt figure dans le compte rendu de traitement (ComplementStatut)"):
         return
     console.print(f"[bold]Facture {detail['number']}[/bold] — dépôt {detail['deposit_no']} — statut {detail['status']}",
                   highlight=False)
@@ -118,10 +116,7 @@ def invoices_history(ctx: typer.Context, deposit_no: str, as_json: bool = typer.
     from edi.route import status
 
     found = status.history(cfg(ctx).database_url, deposit_no)
-    if found is None:
-        fail(f"REJ_INEX : aucune facture déposée sous le numéro {escape(deposit_no)}")
-    if as_json:
-        print_json(found)
+    if shown(found, as_json, f"REJ_INEX : aucune facture déposée sous le numéro {escape(deposit_no)}"):
         return
     console.print(f"Facture {found['number']} — dépôt {found['deposit_no']} — statut {found['status']} {found['label']}"
                   + (" (final)" if found["final"] else ""), highlight=False, markup=False)

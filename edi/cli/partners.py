@@ -15,6 +15,7 @@ database, so the list is right even before `edi serve` has run once.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -23,7 +24,7 @@ from rich.table import Table
 
 from edi import partners
 from edi.cli.common import cfg as _cfg
-from edi.cli.common import print_json
+from edi.cli.common import print_json, yes
 from edi.ingest.sftp.server import host_key_fingerprint
 
 app = typer.Typer(help="Partenaires (opérateurs) : comptes SFTP, clés, interfaces.", no_args_is_help=True)
@@ -35,15 +36,22 @@ app.add_typer(key_app, name="key")
 def _main(ctx: typer.Context) -> None:
     cfg = _cfg(ctx)
     ctx.obj = cfg
-    try:
+    with _refused():
         partners.load_from_config(cfg)
-    except partners.PartnerError as exc:
-        _fail(exc)
 
 
 def _fail(exc: Exception) -> None:
     typer.echo(f"erreur : {exc}", err=True)
     raise typer.Exit(code=2)
+
+
+@contextmanager
+def _refused(*also: type[Exception]):
+    """A refused partner operation (`PartnerError`, or `also`) ends the command with its line."""
+    try:
+        yield
+    except (partners.PartnerError, *also) as exc:
+        _fail(exc)
 
 
 @app.command("add")
@@ -57,10 +65,8 @@ def add_cmd(
 ) -> None:
     """Enregistrer un partenaire et sa clé publique."""
     cfg = _cfg(ctx)
-    try:
+    with _refused():
         info = partners.add(cfg.database_url, app_code, name, key, interface or ())
-    except partners.PartnerError as exc:
-        _fail(exc)
     typer.echo(f"partenaire {info.app} enregistré ({len(info.keys)} clé(s), interfaces : "
                f"{', '.join(info.interfaces) or 'toutes'})")
 
@@ -90,8 +96,8 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
         table.add_column(col)
     for p in items:
         table.add_row(
-            p.app, p.name, ", ".join(p.interfaces) or "toutes", "oui" if p.enabled else "non",
-            "oui" if p.has_password else "non",
+            p.app, p.name, ", ".join(p.interfaces) or "toutes", yes(p.enabled),
+            yes(p.has_password),
             "\n".join(f"{k.key_type} {k.fingerprint} {k.comment}".strip() for k in p.keys) or "-",
         )
     console = Console()
@@ -102,20 +108,16 @@ def list_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", h
 @app.command("disable")
 def disable_cmd(ctx: typer.Context, app_code: str = typer.Argument(..., metavar="APP")) -> None:
     """Désactiver un partenaire : toute connexion est refusée, les sessions ouvertes sont fermées."""
-    try:
+    with _refused():
         partners.disable(_cfg(ctx).database_url, app_code)
-    except partners.PartnerError as exc:
-        _fail(exc)
     typer.echo(f"partenaire {app_code} désactivé")
 
 
 @app.command("enable")
 def enable_cmd(ctx: typer.Context, app_code: str = typer.Argument(..., metavar="APP")) -> None:
     """Réactiver un partenaire."""
-    try:
+    with _refused():
         partners.enable(_cfg(ctx).database_url, app_code)
-    except partners.PartnerError as exc:
-        _fail(exc)
     typer.echo(f"partenaire {app_code} activé")
 
 
@@ -127,10 +129,8 @@ def password_cmd(
 ) -> None:
     """Définir (saisie masquée) ou supprimer le mot de passe SFTP, conservé haché (scrypt)."""
     password = None if clear else typer.prompt("Mot de passe", hide_input=True, confirmation_prompt=True)
-    try:
+    with _refused():
         partners.set_password(_cfg(ctx).database_url, app_code, password)
-    except partners.PartnerError as exc:
-        _fail(exc)
     typer.echo(f"mot de passe de {app_code} {'supprimé' if clear else 'enregistré'}")
 
 
@@ -141,10 +141,8 @@ def key_add_cmd(
     key_file: Path = typer.Argument(..., metavar="FILE", exists=True, dir_okay=False),
 ) -> None:
     """Autoriser la ou les clés publiques d'un fichier."""
-    try:
+    with _refused():
         added = partners.add_key(_cfg(ctx).database_url, app_code, key_file)
-    except partners.PartnerError as exc:
-        _fail(exc)
     typer.echo(f"{added} clé(s) ajoutée(s) à {app_code}")
 
 
@@ -155,8 +153,6 @@ def key_remove_cmd(
     key_file: str = typer.Argument(..., metavar="FILE", help="Fichier de clé publique, ou empreinte SHA256:..."),
 ) -> None:
     """Retirer la ou les clés publiques d'un fichier (ou une empreinte SHA256:...)."""
-    try:
+    with _refused(OSError):
         removed = partners.remove_key(_cfg(ctx).database_url, app_code, key_file)
-    except (partners.PartnerError, OSError) as exc:
-        _fail(exc)
     typer.echo(f"{removed} clé(s) retirée(s) de {app_code}")

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edi.cli.common import cfg, console, err, fail, print_json
+from edi.cli.common import cfg, console, err, fail, print_json, yes
 
 app = typer.Typer(help="Comptes de la console web et de l'API.", no_args_is_help=True)
 
@@ -76,6 +76,6 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")):
         return
     table = Table("Identifiant", "Rôle", "Partenaire", "Jeton d'API", "Dernière connexion")
     for r in rows:
-        table.add_row(r["login"], r["role"], r["partner"] or "", "oui" if r["token"] else "non",
+        table.add_row(r["login"], r["role"], r["partner"] or "", yes(r["token"]),
                       (r["last_login_at"] or "")[:19])
     console.print(table)

@@ -59,8 +59,6 @@ FLOW_STATUS_LABELS: dict[str, str] = {
 }
 
 # Invoice life-cycle statuses (IdStatut of the invoice block, reference §2.5): edi.lifecycle.
-INVOICE_DEPOSITED = lifecycle.DEPOSITED
-INVOICE_AVAILABLE = lifecycle.AVAILABLE
 LIFECYCLE_LABELS = lifecycle.LABELS
 
 _LIFECYCLE_CODE = re.compile(r"0[1-9]|[1-3][0-9]|4[01]")

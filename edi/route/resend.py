@@ -78,16 +78,15 @@ def classify(url: str, data: InvoiceData) -> Resend | None:
 def attachments_of(invoice: Invoice) -> int:
     """Attachments of the invoice as delivered: those inside its document, or the files beside
     it (`<deposit>_PJ<n>_<name>`), whichever is more."""
-    inside = 0
-    if invoice.path and os.path.exists(invoice.path):
-        try:
-            inside = len(extract(etree.parse(invoice.path, _PARSER).getroot()).attachments)
-        except etree.XMLSyntaxError:
-            inside = 0
-        folder = os.path.dirname(invoice.path)
-        beside = sum(1 for name in os.listdir(folder) if name.startswith(f"{invoice.deposit_no}_PJ"))
-        return max(inside, beside)
-    return inside
+    if not (invoice.path and os.path.exists(invoice.path)):
+        return 0
+    try:
+        inside = len(extract(etree.parse(invoice.path, _PARSER).getroot()).attachments)
+    except etree.XMLSyntaxError:
+        inside = 0
+    folder = os.path.dirname(invoice.path)
+    beside = sum(1 for name in os.listdir(folder) if name.startswith(f"{invoice.deposit_no}_PJ"))
+    return max(inside, beside)
 
 
 def recycle(s, invoice: Invoice, *, siret: str, code_service: str, ej: str, path: str, producer: str,
@@ -97,7 +96,6 @@ def recycle(s, invoice: Invoice, *, siret: str, code_service: str, ej: str, path
     event = status.record(s, invoice, status.Change(lifecycle.AVAILABLE, lifecycle.PLATFORM, producer,
                                                     comment=comment), at)
     invoice.recipient_siret, invoice.code_service, invoice.ej, invoice.path = siret, code_service, ej, path
-    s.add(invoice)
     return event
 
 
@@ -106,7 +104,6 @@ def complete(s, invoice: Invoice, *, path: str, producer: str, actor: str, comme
     """12 Complétée: the supplier (by its sender, or ops for it) added the pieces asked for."""
     event = status.record(s, invoice, status.Change(lifecycle.COMPLETED, actor, producer, comment=comment), at)
     invoice.path = path
-    s.add(invoice)
     return event
 
 

@@ -30,22 +30,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 
-from edi import lifecycle
 from edi.config import Config
 from edi.finding import FATAL
 from edi.route import routing
 from edi.validate import flowchecks, rules, schematron, severity, xsd
 
 FLUX, FACTURE = "flux", "facture"
-
-#: Reform reason codes (reference §2.6): MDT-113 business, rejection and non-receivability
-#: lists, plus the PPF flow-level codes of Tableau 3.
-REASON_CODES = frozenset(lifecycle.REASONS) | frozenset("""
-    REJ_SEMAN REJ_UNI REJ_COH REJ_ADR REJ_CONT_B2G REJ_REF_PJ REJ_ASS_PJ
-    IRR_VIDE_F IRR_TYPE_F IRR_SYNTAX IRR_TAILLE_PJ IRR_NOM_PJ IRR_VID_PJ IRR_EXT_DOC
-    IRR_TAILLE_F IRR_ANTIVIRUS IRR_NOM_F
-    IRR_TAILLE IRR_UNCITE IRR_VIDE IRR_FORM IRR_TYPE IRR_CODE_INTER IRR_EXTRAC IRR_CODE_APP
-""".split())
 
 #: How a compiled schematron names the rule of an SVRL failed-assert or successful-report:
 #: `<xsl:attribute name="id">BR-CO-15</xsl:attribute>`.

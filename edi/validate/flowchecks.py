@@ -23,6 +23,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from edi import db
+from edi.config import LimitsSettings
 from edi.db.models import Flow
 from edi.finding import Finding
 from edi.interfaces import (
@@ -68,8 +69,9 @@ class Limits:
 
     max_flow_bytes: int
     max_file_bytes: int
-    max_archive_members: int = 100_000  # defaults as in edi.config (tests build Limits directly)
-    max_invoice_elements: int = 500_000
+    # defaults: the declared ones (tests and callers without a configuration build Limits directly)
+    max_archive_members: int = LimitsSettings.model_fields["max_archive_members"].default
+    max_invoice_elements: int = LimitsSettings.model_fields["max_invoice_elements"].default
 
     @classmethod
     def of(cls, cfg) -> Limits:

@@ -133,10 +133,8 @@ def invoice_status(request: Request, user: CurrentUser, deposit_no: str,
                    comment: Annotated[str, Body()] = "", mandate: Annotated[str, Body()] = ""):
     """`status` : 07 à 11, ou `motif` (04, 05 ou 06 selon `reason`, liste de la réforme) ;
     refus : 422 avec le code REJ_* dans `detail`."""
-    applied = _act(lambda: actions.set_status(request.app.state.web, user, deposit_no, status, reason, comment,
-                                              mandate))
-    return {"deposit_no": applied.deposit_no, "previous": applied.previous, "status": applied.status,
-            "report": applied.report}
+    return _applied(_act(lambda: actions.set_status(request.app.state.web, user, deposit_no, status, reason,
+                                                     comment, mandate)))
 
 
 def _applied(applied) -> dict:

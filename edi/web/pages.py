@@ -323,18 +323,22 @@ def invoice_status(request: Request, user: PageUser, deposit_no: str, csrf: Anno
                    statut: Annotated[str, Form()] = "", motif: Annotated[str, Form()] = "",
                    commentaire: Annotated[str, Form()] = "", mandat: Annotated[str, Form()] = ""):
     check_csrf(request, csrf)
-    try:
-        applied = actions.set_status(request.app.state.web, user, deposit_no, statut, motif, commentaire, mandat)
-    except actions.ActionRefused as exc:
-        if exc.status == 404:
-            raise HTTPException(404, exc.message) from None
-        return _invoice_page(request, user, deposit_no, exc.status, error=exc.message)
-    return _invoice_page(request, user, deposit_no, message=(
-        f"Statut {applied.previous} → {applied.status} {lifecycle.LABELS[applied.status]} enregistré ; "
-        f"compte rendu {applied.report} envoyé au fournisseur."))
+    return _invoice_action(
+        request, user, deposit_no,
+        lambda web: actions.set_status(web, user, deposit_no, statut, motif, commentaire, mandat),
+        lambda a: (f"Statut {a.previous} → {a.status} {lifecycle.LABELS[a.status]} enregistré ; "
+                   f"compte rendu {a.report} envoyé au fournisseur."))
 
 
-def _invoice_action(request: Request, user: User, deposit_no: str, action, done: str):
+def _done(verb: str):
+    """The message of a sender's action (recycled, completed) once applied."""
+    return lambda a: (f"Facture {verb} : statut {a.previous} → {a.status} {lifecycle.LABELS[a.status]} ; "
+                      f"compte rendu {a.report} dans votre dossier out/.")
+
+
+def _invoice_action(request: Request, user: User, deposit_no: str, action, message):
+    """Run an invoice action for the page: refusals shown on the invoice's page (404 and 403 as
+    such), the outcome as `message(applied)`."""
     try:
         applied = action(request.app.state.web)
     except actions.ActionRefused as exc:
@@ -343,9 +347,7 @@ def _invoice_action(request: Request, user: User, deposit_no: str, action, done:
         if exc.status == 403:
             raise HTTPException(403, exc.message) from None
         return _invoice_page(request, user, deposit_no, exc.status, error=exc.message)
-    return _invoice_page(request, user, deposit_no, message=(
-        f"Facture {done} : statut {applied.previous} → {applied.status} {lifecycle.LABELS[applied.status]} ; "
-        f"compte rendu {applied.report} dans votre dossier out/."))
+    return _invoice_page(request, user, deposit_no, message=message(applied))
 
 
 @router.post("/factures/{deposit_no}/recycler")
@@ -354,7 +356,7 @@ def invoice_recycle(request: Request, user: PageUser, deposit_no: str, csrf: Ann
                     ej: Annotated[str, Form()] = ""):
     check_csrf(request, csrf)
     return _invoice_action(request, user, deposit_no,
-                           lambda web: actions.recycle(web, user, deposit_no, siret, service, ej), "recyclée")
+                           lambda web: actions.recycle(web, user, deposit_no, siret, service, ej), _done("recyclée"))
 
 
 @router.post("/factures/{deposit_no}/completer")
@@ -364,7 +366,7 @@ def invoice_complete(request: Request, user: PageUser, deposit_no: str,
     check_csrf(request, csrf)
     found = [actions.Piece(f.filename or "", iter(lambda f=f: f.file.read(1 << 20), b"")) for f in pieces or []]
     return _invoice_action(request, user, deposit_no, lambda web: actions.complete(
-        web, user, deposit_no, found, commentaire), "complétée")
+        web, user, deposit_no, found, commentaire), _done("complétée"))
 
 
 @router.get("/factures/{deposit_no}/certificat")
