@@ -199,17 +199,22 @@ def insertions(raw: bytes, ruleset: str) -> Iterator[tuple[str, bytes]]:
     from edi.validate.native.engine import select_expression
     from edi.validate.native.xpath import Compiler
 
-    engine = engine_for(ruleset)
-    c = Compiler(engine.ruleset.namespaces, {})
-    for pattern, rules in zip(engine.ruleset.patterns, engine.patterns):
-        for rule, built in zip(pattern.rules, rules):
-            forbidding = [(i, alts[0]) for i, wanted, descendant, alts in built.present if not wanted]
+    rules = engine_for(ruleset).ruleset
+    c = Compiler(rules.namespaces, {})
+    for pattern in rules.patterns:
+        for rule in pattern.rules:
+            names = tuple(n for n, _ in rule.variables)
+            forbidding = []
+            for check in rule.checks:
+                found = c.presence(check.test, {}, names) if check.kind == "assert" or check.flag else None
+                if found is not None and not found[0]:
+                    forbidding.append((check, found[2][0]))
             if not forbidding:
                 continue
             where = c.translate(select_expression(rule.context), {})
             if where is None:
                 continue
-            for i, steps in forbidding:
+            for check, steps in forbidding:
                 copy = etree.fromstring(raw, _PARSER)
                 targets = copy.xpath(where, namespaces=c.namespaces)
                 if not targets or not isinstance(targets[0], etree._Element):
@@ -223,7 +228,7 @@ def insertions(raw: bytes, ruleset: str) -> Iterator[tuple[str, bytes]]:
                         node = existing if existing is not None else etree.SubElement(node, step)
                         if existing is None:
                             node.text = "1"
-                yield f"{built.checks[i].check.id}:insert", etree.tostring(copy, xml_declaration=True, encoding="UTF-8")
+                yield f"{check.id}:insert", etree.tostring(copy, xml_declaration=True, encoding="UTF-8")
 
 
 def verify_engine(paths: Iterable[Path], french: bool = False) -> Report:

@@ -11,14 +11,16 @@ where the meaning is the same, Python closures with XPath 2.0 semantics elsewher
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
 
+from edi.validate.native.codegen import Generator, Unsupported, _uses_position
+from edi.validate.native.codegen import namespace as codegen_namespace
 from edi.validate.native.compiler import Check, RuleSet
-from edi.validate.native.xpath import MEMO, Compiler, Untranslatable, XPathError, ebv, string_value
+from edi.validate.native.runtime import NIL, Doc
+from edi.validate.native.xpath import Compiler, Untranslatable, XPathError, string_value
 
 
 @dataclass(frozen=True)
@@ -125,223 +127,167 @@ def _plain_matches(c: Compiler, context: str) -> list[tuple[tuple[str, ...], boo
 
 
 @dataclass
-class _Check:
-    check: Check
-    test: Any
-    text: list[tuple[str, Any]]
+class _Branch:
+    """One `|` branch of a rule's context: element names from the last step up, each step's
+    predicates (generated functions), whether it is anchored at the root; or, when it is not a
+    plain path, `select` (the nodes it matches, selected from the document)."""
+
+    steps: tuple = ()  # (Clark name or None for `*`, predicate functions), first step first
+    absolute: bool = False
+    reference: Any = None  # the branch as libxml2 checks it: asked when a predicate raises
+    select: Any = None
 
 
 @dataclass
 class _Rule:
-    select: Any
-    variables: list[tuple[str, Any]]
-    checks: list[_Check]
-    batch: Any = None  # one libxml2 call answering every translated test of the rule
-    batched: tuple[int, ...] = ()  # indexes in `checks` of those tests
-    present: tuple = ()  # (index, wanted, descendant, alternative paths): path-existence tests
-    quiet: str = ""  # the batch's answer when none of its checks fires ('1' per assert, '0' per report)
-    others: tuple[int, ...] = ()  # indexes of the checks not in the batch
+    branches: list[_Branch]
+    function: Any  # generated: (context element, Doc) -> indexes of the checks that fire
+    checks: list[Check]  # every check of the rule (the function answers with their indexes)
+    evaluated: list[int]  # the checks it evaluates (an unflagged report is never a finding)
+    variables: list[tuple[str, str]]
+    values: Any = None  # closures of the variables, for the messages (built on first hit)
 
 
 class Engine:
-    """One compiled rule set, every expression built once; `run()` per document."""
+    """One compiled rule set turned into generated Python (`codegen`); `run()` per document."""
 
-    def __init__(self, ruleset: RuleSet, strict: bool = False):
+    def __init__(self, ruleset: RuleSet):
         self.ruleset = ruleset
-        self.strict = strict
-        self._strict: Engine | None = None  # built the first time a document needs it
-        c = Compiler(ruleset.namespaces, ruleset.codelists, strict)
-        # contexts: a dynamic error in a match pattern is a non-match for XSLT (Saxon recovers)
-        pc = c if not strict else Compiler(ruleset.namespaces, ruleset.codelists)
-        self.patterns: list[list[_Rule]] = []
-        # last element name -> (pattern, rule, steps, absolute) of the contexts matched in Python
-        self._index: dict[str, list[tuple[int, int, tuple[str, ...], bool, Any]]] = {}
+        gen = self._gen = Generator(ruleset)
+        self._loose = Compiler(ruleset.namespaces, ruleset.codelists)  # contexts, as before
+        source: list[str] = []
+        plan = []
         try:
-            for pattern in ruleset.patterns:
+            for p, pattern in enumerate(ruleset.patterns):
                 rules = []
-                for rule in pattern.rules:
-                    subst: dict[str, str] = {}
-                    variables: list[tuple[str, Any]] = []
-                    for name, select in rule.variables:
-                        if select in (".",) or select.startswith("@") and select[1:].replace(":", "").isalnum():
-                            subst[name] = select  # the same node: stands in textually (see xpath)
-                        variables.append((name, c.compile(select, {}, tuple(n for n, _ in variables))))
-                    names = tuple(n for n, _ in variables)
-                    checks = []
-                    batched: list[int] = []
-                    present: list[tuple] = []
-                    tests: list[str] = []
-                    for check in rule.checks:
-                        if check.kind == "report" and not check.flag:
-                            continue  # an unflagged report is never a finding (schematron.SVRL_HITS)
-                        text = [(k, c.compile(v, subst, names) if k == "x" else v) for k, v in check.text]
-                        translated = None if len(variables) > len(subst) else c.translate(check.test, subst, names)
-                        found = None if translated is None else c.presence(check.test, subst, names)
-                        if found is not None:
-                            present.append((len(checks), *found))
-                            checks.append(_Check(check, None, text))
-                        elif translated is not None:
-                            batched.append(len(checks))
-                            tests.append(translated)
-                            checks.append(_Check(check, None, text))
-                        else:
-                            checks.append(_Check(check, c.compile(check.test, subst, names), text))
-                    matches = _plain_matches(pc, rule.context)
-                    if matches is not None:
-                        for steps, absolute, check in matches:
-                            self._index.setdefault(steps[-1], []).append(
-                                (len(self.patterns), len(rules), steps, absolute, check))
-                    select = None if matches is not None else pc.compile(select_expression(rule.context), {})
-                    quiet = "".join("1" if checks[i].check.kind == "assert" else "0" for i in batched)
-                    others = tuple(i for i in range(len(checks)) if i not in set(batched))
-                    rules.append(_Rule(select, variables, checks, c.batch(tests) if tests else None,
-                                       tuple(batched), tuple(present), quiet, others))
-                self.patterns.append(rules)
-        except (Untranslatable, XPathError) as exc:
+                for r, rule in enumerate(pattern.rules):
+                    wanted = [i for i, c in enumerate(rule.checks) if c.kind == "assert" or c.flag]
+                    name = f"r{p}_{r}"
+                    source.append(gen.rule_function(name, rule, wanted))
+                    branches = [self._branch(gen, branch, f"m{p}_{r}_{b}", source)
+                                for b, branch in enumerate(_branches(rule.context))]
+                    rules.append((name, branches, wanted, rule))
+                plan.append(rules)
+        except (Unsupported, Untranslatable, XPathError) as exc:
             raise NotNative(str(exc)) from exc
         except Exception as exc:  # elementpath parse errors: a construct it does not know
             raise NotNative(f"{type(exc).__name__}: {exc}") from exc
-        self.translated, self.closures = c.translated, c.closures
-        guards = c.guards
-        clark = lambda names: frozenset(_clark(n, ruleset.namespaces) for n in names)  # noqa: E731
-        self._single = clark(guards.single) if guards else frozenset()
-        self._anywhere: dict[str, list[tuple[str, ...]]] = {}  # last name -> paths, Clark names
-        for names in guards.anywhere if guards else ():
-            steps = tuple(_clark(n, ruleset.namespaces) for n in names)
-            self._anywhere.setdefault(steps[-1], []).append(steps)
-        self._boolean = clark(guards.boolean) if guards else frozenset()
+        self.source = "\n\n\n".join(source) + "\n"
+        scope = {**codegen_namespace(), **gen.consts}
+        exec(compile(self.source, f"<native {ruleset.name}>", "exec"), scope)  # noqa: S102 - generated here
+        self.patterns: list[list[_Rule]] = []
+        for rules in plan:
+            built = []
+            for name, branches, wanted, rule in rules:
+                for branch in branches:
+                    branch.steps = tuple((tag, tuple(scope[f] for f in fns)) for tag, fns in branch.steps)
+                built.append(_Rule(branches, scope[name], rule.checks, wanted, rule.variables))
+            self.patterns.append(built)
+        self.closures = gen.closures
 
-    def _needs_strict(self, root: etree._Element) -> bool:
-        """Whether a translated expression could meet, in this document, what XPath 1.0
-        forgives and XPath 2.0 refuses (see `xpath.Guards`): a repeated element on a path given
-        to a one-item function, or a bad boolean compared with true()/false()."""
-        single, anywhere, boolean = self._single, self._anywhere, self._boolean
-        met: set[tuple[str, ...]] = set()
-        for el in root.iter():
-            tag = el.tag
-            if tag in single:
-                for _ in el.itersiblings(tag):
-                    return True
-            for steps in anywhere.get(tag, ()):
-                if _ends_with(el, steps):
-                    if steps in met:
-                        return True
-                    met.add(steps)
-            if tag in boolean and "".join(el.itertext()).strip(" \t\r\n") not in ("true", "false", "1", "0"):
-                return True
-        return False
+    def _branch(self, gen: Generator, branch: str, name: str, source: list[str]) -> _Branch:
+        """The branch as names and predicate functions (their source appended), or a select."""
+        absolute = branch.startswith("/") and not branch.startswith("//")
+        body = branch[2:] if branch.startswith("//") else branch.lstrip("/")
+        steps = _match_steps(gen.fallback.parse(body, ()))
+        if steps is None:
+            expr = branch if branch.startswith("/") else "//" + branch
+            return _Branch(select=self._loose.compile(expr, {}))
+        named = []
+        for i, (test, preds) in enumerate(steps):
+            fns = []
+            for j, pred in enumerate(preds):
+                fns.append(f"{name}_{i}_{j}")
+                source.append(gen.predicate_function(fns[-1], pred))
+            named.append((gen.clark(test), fns))
+        reference = None
+        if any(preds for _, preds in steps):
+            matches = _plain_matches(self._loose, branch)
+            reference = matches[0][2] if matches else None
+        return _Branch(tuple(named), absolute, reference)
 
     def run(self, element: etree._Element, seen: dict[str, list[int]] | None = None) -> list[Hit]:
         """Every check that fires on the document of `element`, in SVRL order. `seen`, when
         given, counts per rule id [fired, passed] (the harness's exercised-rules list)."""
-        root = element.getroottree().getroot()
-        if not self.strict and self._needs_strict(root):
-            if self._strict is None:
-                self._strict = Engine(self.ruleset, strict=True)
-            return self._strict.run(element, seen)
-        order: dict[Any, int] = {}
-        paths: dict[Any, tuple[str, ...]] = {}
-        for i, el in enumerate(root.iter()):
-            if isinstance(el.tag, str):
-                order[el] = i
-                parent = el.getparent()
-                paths[el] = (paths[parent] if parent is not None else ()) + (el.tag,)
-        present = set(paths.values())
-        shared = {p for p, n in Counter(paths.values()).items() if n > 1}  # paths of several elements
-        present.update(p + ("@" + a,) for el, p in paths.items() for a in el.attrib)
-        by_last: dict[str, list[tuple[str, ...]]] = {}
-        for p in present:
-            by_last.setdefault(p[-1], []).append(p)
+        doc = Doc(element.getroottree().getroot())
         hits: list[Hit] = []
-        memo: dict = {}
-        index = self._index
-        matched: list[dict[Any, int]] = [{} for _ in self.patterns]  # per pattern: node -> rule rank
-        for el, path in paths.items():
-            for pattern, rank, steps, absolute, check in index.get(el.tag, ()):
-                if _path_matches(path, steps, absolute) and (check is None or check(el)):
-                    seen_rank = matched[pattern].get(el)
-                    if seen_rank is None or rank < seen_rank:
-                        matched[pattern][el] = rank
-        for p, rules in enumerate(self.patterns):
-            fired = matched[p]
+        idx, every, pos = doc.idx, doc.all, doc.pos
+        for rules in self.patterns:
+            fired: dict[Any, int] = {}
             for rank, rule in enumerate(rules):
-                if rule.select is not None:
-                    for node in rule.select(root, {MEMO: memo}):
-                        if fired.get(node, rank + 1) > rank:
-                            fired[node] = rank
-            for node in sorted(fired, key=order.__getitem__):
+                for branch in rule.branches:
+                    if branch.select is not None:
+                        for node in branch.select(doc.root, doc.vs({})):
+                            if node not in fired:
+                                fired[node] = rank
+                        continue
+                    last = branch.steps[-1][0]
+                    for el in (every if last is None else idx.get(last, NIL)):
+                        if el not in fired and _matches(el, branch, doc):
+                            fired[el] = rank
+            for node in sorted(fired, key=pos.__getitem__):
                 rule = rules[fired[node]]
-                values: dict[str, Any] = {MEMO: memo}
-                for name, fn in rule.variables:
-                    values[name] = fn(node, values)
-                flags = rule.batch(node) if rule.batch is not None else ""
-                if flags == rule.quiet and seen is None:
-                    answers: dict[int, str] = {}  # nothing batched fires: look at the others only
-                    todo = rule.others
-                else:
-                    answers = dict(zip(rule.batched, flags))
-                    todo = range(len(rule.checks))
-                if rule.present:
-                    here = paths[node]
-                    several = here in shared  # the set says "some element there has it": walk this one
-                    for i, wanted, descendant, alternatives in rule.present:
-                        found = False
-                        for a in alternatives:  # plain loops: most tests have one or two
-                            if descendant:
-                                found = any(p[-len(a):] == a for p in by_last.get(a[-1], ()))
-                            elif several:
-                                found = _has_path(node, a)
-                            else:
-                                found = here + a in present
-                            if found:
-                                break
-                        answers[i] = "1" if found == wanted else "0"
-                for i in todo:
+                out = rule.function(node, doc)
+                if seen is not None:
+                    for i in rule.evaluated:
+                        seen.setdefault(rule.checks[i].id, [0, 0])[0 if i in out else 1] += 1
+                for i in out:
                     c = rule.checks[i]
-                    result = answers[i] == "1" if c.test is None else ebv(c.test(node, values))
-                    fires = result == (c.check.kind == "report")
-                    if seen is not None:
-                        seen.setdefault(c.check.id, [0, 0])[0 if fires else 1] += 1
-                    if fires:
-                        hits.append(Hit(c.check.id, c.check.flag, c.check.kind, full_path(node),
-                                        _message(c.text, node, values)))
+                    hits.append(Hit(c.id, c.flag, c.kind, full_path(node), self._message(rule, c, node, doc)))
         return hits
 
+    def _message(self, rule: _Rule, check: Check, node: Any, doc: Doc) -> str:
+        if all(kind == "t" for kind, _ in check.text):
+            return " ".join("".join(part for _, part in check.text).split())
+        c = self._gen.fallback
+        names = tuple(n for n, _ in rule.variables)
+        if rule.values is None:
+            rule.values = [(name, c.compile(select, {}, names[:i])) for i, (name, select) in enumerate(rule.variables)]
+        values = doc.vs({})
+        for name, fn in rule.values:
+            values[name] = fn(node, values)
+        text = [(k, c.compile(v, {}, names) if k == "x" else v) for k, v in check.text]
+        return _message(text, node, values)
 
-def _ends_with(el: etree._Element, steps: tuple[str, ...]) -> bool:
-    """Whether the names of `el` and its ancestors end with `steps` (a `//` path's matches)."""
-    for step in reversed(steps):
-        if el is None or el.tag != step:
+
+def _match_steps(t: Any) -> list[tuple[Any, list]] | None:
+    """A match pattern branch as its child steps (name test, predicates), or None when it has
+    more than child steps with boolean predicates (another axis, an attribute, a position)."""
+    if t.symbol == "/" and len(t) == 2:
+        left, right = _match_steps(t[0]), _match_steps(t[1])
+        return None if left is None or right is None else left + right
+    preds = []
+    while t.symbol == "[" and len(t) == 2:
+        if t[1].symbol in ("(integer)", "(decimal)") or _uses_position(t[1]):
+            return None
+        preds.insert(0, t[1])
+        t = t[0]
+    named = (t.symbol == ":" and len(t) == 2 and t[1].symbol == "(name)") or t.symbol == "(name)"
+    if not named and not (t.symbol == "*" and len(t) == 0):
+        return None
+    return [(t, preds)]
+
+
+def _matches(el: etree._Element, branch: _Branch, doc: Doc) -> bool:
+    """Whether `el` matches the branch: names up the ancestors, then every predicate (an
+    XPath error there: the branch as libxml2 evaluates it decides, as before)."""
+    cur = el
+    chain = []
+    for tag, preds in reversed(branch.steps):
+        if cur is None or (tag is not None and cur.tag != tag):
             return False
-        el = el.getparent()
-    return True
-
-
-def _clark(name: str, namespaces: dict[str, str]) -> str:
-    prefix, _, local = name.rpartition(":")
-    return f"{{{namespaces[prefix]}}}{local}" if prefix and prefix in namespaces else local
-
-
-def _path_matches(path: tuple[str, ...], steps: tuple[str, ...], absolute: bool) -> bool:
-    """Whether an element's path (names from the root) matches a pattern's child steps ("*"
-    matches any name): the whole path when the pattern is absolute, its end otherwise."""
-    if absolute and len(path) != len(steps) or len(path) < len(steps):
+        if preds:
+            chain.append((cur, preds))
+        cur = cur.getparent()
+    if branch.absolute and cur is not None:
         return False
-    tail = path[-len(steps):]
-    if "*" not in steps:
-        return tail == steps
-    return all(s == "*" or s == p for s, p in zip(steps, tail))
-
-
-def _has_path(node: etree._Element, steps: tuple[str, ...]) -> bool:
-    """Whether `node` has the child path `steps` (an attribute as the last step)."""
-    level = [node]
-    for step in steps:
-        if step.startswith("@"):
-            return any(step[1:] in el.attrib for el in level)
-        level = [child for el in level for child in el.iterchildren(step)]
-        if not level:
-            return False
+    try:
+        for node, preds in chain:
+            for pred in preds:
+                if not pred(node, doc):
+                    return False
+    except XPathError:
+        return bool(branch.reference is not None and branch.reference(el))
     return True
 
 

@@ -1,0 +1,529 @@
+"""The rules of a compiled schematron turned into Python source, one function per rule.
+
+Each XPath 2.0 expression (parsed by `elementpath`) is generated as a Python expression whose
+kind is known at generation time, so values travel unwrapped and the usual cases cost a few
+bytecodes: an element (`E`), a list of elements in document order (`N`), a list of attribute
+values (`A`), a string (`S`), a boolean (`B`), one atomic value or None for the empty sequence
+(`V`), or a general sequence (`Q`, a list as `xpath` builds them). Child steps iterate lxml's
+children by name, `//name` reads the document's index of elements by name (`runtime.Doc`),
+tests that only ask whether a plain path exists are set lookups, and casts, decimal arithmetic
+and comparisons call `runtime`. A subexpression the generator has no form for becomes a call
+of the strict `xpath` closure for it (same XPath 2.0 semantics, slower), so every rule runs.
+
+A rule's function takes the context element and the `Doc`, and returns the indexes of its
+checks that fire (an assert whose test is false, a report whose test is true).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from edi.validate.native import runtime
+from edi.validate.native.compiler import Rule, RuleSet
+from edi.validate.native.xpath import _CASTS, EDI_NS, Compiler
+
+E, N, A, S, B, V, Q = "E", "N", "A", "S", "B", "V", "Q"
+_PYOP = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+_MIRROR = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+_STEP_SYMBOLS = {"(name)", ":", "*", "@", "..", "[", "/", "//", "child", "self", "ancestor"}
+
+
+class Unsupported(Exception):
+    """No generated form for this subexpression: it runs as an `xpath` closure."""
+
+
+class Env:
+    __slots__ = ("ctx", "vars")
+
+    def __init__(self, ctx: str, variables: dict[str, tuple[str, str]]):
+        self.ctx = ctx  # Python name of the context element
+        self.vars = variables  # XPath variable -> (Python code, kind)
+
+    def at(self, ctx: str) -> Env:
+        return Env(ctx, self.vars)
+
+    def bind(self, name: str, value: tuple[str, str]) -> Env:
+        return Env(self.ctx, {**self.vars, name: value})
+
+
+def _variables(t: Any) -> set[str]:
+    out = {t[0].value} if t.symbol == "$" else set()
+    for child in t:
+        out |= _variables(child)
+    return out
+
+
+class Generator:
+    """Python source for one rule set; `consts` are the objects the source refers to by name."""
+
+    def __init__(self, ruleset: RuleSet):
+        self.ruleset = ruleset
+        self.fallback = Compiler(ruleset.namespaces, ruleset.codelists, strict=True)
+        self.namespaces = {**ruleset.namespaces, "edi": EDI_NS}
+        self.lists = {k: frozenset(v) for k, v in ruleset.codelists.items()}
+        self.consts: dict[str, Any] = {}
+        self._const_names: dict[Any, str] = {}
+        self._n = 0
+        self.closures = 0  # subexpressions left to `xpath` closures
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def fresh(self, prefix: str = "x") -> str:
+        self._n += 1
+        return f"{prefix}{self._n}"
+
+    def const(self, value: Any, key: Any = None) -> str:
+        key = key if key is not None else (type(value).__name__, value)
+        name = self._const_names.get(key)
+        if name is None:
+            name = self._const_names[key] = f"K{len(self.consts)}"
+            self.consts[name] = value
+        return name
+
+    def clark(self, t: Any) -> str | None:
+        """Clark name of a name test, None for `*`."""
+        if t.symbol == ":" and len(t) == 2 and t[1].symbol == "(name)":
+            ns = self.namespaces.get(t[0].value)
+            if ns is None:
+                raise Unsupported(f"prefix {t[0].value}")
+            return f"{{{ns}}}{t[1].value}"
+        if t.symbol == "(name)":
+            return t.value
+        if t.symbol == "*" and len(t) == 0:
+            return None
+        raise Unsupported(f"name test {t.symbol}")
+
+    def q(self, code: str, kind: str, atomizing: bool = True) -> str:
+        """The value as a sequence (`xpath`'s list form)."""
+        if kind in (N, Q):
+            return code
+        if kind in (E, S, B):
+            return f"[{code}]"
+        if kind == V:
+            return f"opt({code})"
+        if atomizing:  # A: attribute values only stand for nodes where they are atomised
+            return f"ua({code})"
+        raise Unsupported("attribute values where nodes are needed")
+
+    def ebv(self, t: Any, env: Env) -> str:
+        code, kind = self.ex(t, env)
+        return self.ebv_of(code, kind)
+
+    @staticmethod
+    def ebv_of(code: str, kind: str) -> str:
+        if kind in (N, A):
+            return f"(len({code}) > 0)"
+        if kind == E:
+            return "True"
+        if kind == B:
+            return code
+        if kind == S:
+            return f"({code} != '')"
+        if kind == V:
+            return f"ebv1({code})"
+        return f"eb({code})"
+
+    @staticmethod
+    def exists_of(code: str, kind: str) -> str:
+        if kind in (N, A, Q):
+            return f"(len({code}) > 0)"
+        if kind == V:
+            return f"({code} is not None)"
+        return "True"
+
+    def string(self, t: Any, env: Env, fname: str) -> str:
+        """One string from an argument (the empty sequence is '', several items an error)."""
+        code, kind = self.ex(t, env)
+        if kind == E:
+            return f"sv({code})"
+        if kind == N:
+            return f"s1({code}, {fname!r})"
+        if kind == A:
+            return f"a1({code}, {fname!r})"
+        if kind == S:
+            return code
+        if kind == V:
+            return f"v2s({code})"
+        if kind == Q:
+            return f"q1({code}, {fname!r})"
+        raise Unsupported(f"{fname}() of a boolean")
+
+    def number(self, t: Any, env: Env) -> str:
+        """An arithmetic operand: None for the empty sequence, untyped values as xs:double."""
+        code, kind = self.ex(t, env)
+        return {E: f"nn([{code}])", N: f"nn({code})", A: f"na({code})", V: f"nv({code})",
+                Q: f"num({code})", S: f"num([{code}])", B: f"num([{code}])"}[kind]
+
+    # --- expressions ----------------------------------------------------------------------------
+
+    def ex(self, t: Any, env: Env) -> tuple[str, str]:
+        try:
+            return self._ex(t, env)
+        except Unsupported:
+            return self.closure(t, env)
+
+    def closure(self, t: Any, env: Env) -> tuple[str, str]:
+        args = []
+        for name in sorted(_variables(t)):
+            if name not in env.vars:
+                raise Unsupported(f"variable ${name}")
+            args.append(f"{name!r}: {self.q(*env.vars[name], atomizing=False)}")
+        fn = self.fallback.build(t, {})
+        self.closures += 1
+        name = self.const(fn, key=("closure", id(fn)))
+        return f"{name}({env.ctx}, X.vs({{{', '.join(args)}}}))", Q
+
+    def _ex(self, t: Any, env: Env) -> tuple[str, str]:
+        s, n = t.symbol, len(t)
+        if s == "(" and n == 1:
+            return self.ex(t[0], env)
+        if s == "(string)":
+            return repr(t.value), S
+        if s == "(integer)":
+            return repr(int(t.value)), V
+        if s == "(decimal)":
+            return self.const(Decimal(str(t.value))), V
+        if s in ("true", "false") and n == 0:
+            return ("True" if s == "true" else "False"), B
+        if s == "$":
+            found = env.vars.get(t[0].value)
+            if found is None:
+                raise Unsupported(f"variable ${t[0].value}")
+            return found
+        if s == "." and n == 0:
+            return env.ctx, E
+        if s == ":" and n == 2 and t[0].value == "xs" and t[1].symbol != "(name)":
+            return self.cast(t[1], env)
+        if s == ":" and n == 2 and t[0].value in ("fn", "edi") and t[1].symbol != "(name)":
+            return self._ex(t[1], env)
+        if s in ("+", "-", "*", "div", "mod") and n == 2:
+            return f"ar({s!r}, {self.number(t[0], env)}, {self.number(t[1], env)})", V
+        if s in _STEP_SYMBOLS:
+            return self.path(t, env)
+        if s in ("and", "or"):
+            return f"({self.ebv(t[0], env)} {s} {self.ebv(t[1], env)})", B
+        if s == "not" and n == 1:
+            return f"(not {self.ebv(t[0], env)})", B
+        if s == "boolean" and n == 1:
+            return self.ebv(t[0], env), B
+        if s in ("exists", "empty") and n == 1:
+            found = self.exists_of(*self.ex(t[0], env))
+            return (found if s == "exists" else f"(not {found})"), B
+        if s in _PYOP and n == 2:
+            return self.compare(t, env), B
+        if s == "-" and n == 1:
+            return f"ar('-', 0, {self.number(t[0], env)})", V
+        if s == "count" and n == 1:
+            code, kind = self.ex(t[0], env)
+            if kind in (N, A, Q):
+                return f"len({code})", V
+            return (f"cnt1({code})" if kind == V else "1"), V
+        if s == "sum" and n == 1:
+            return f"sm(atomize({self.q(*self.ex(t[0], env))}))", V
+        if s in ("round", "abs") and n == 1:
+            return f"{'rnd' if s == 'round' else 'ab'}({self.number(t[0], env)})", V
+        if s in ("eq", "ne", "lt", "le", "gt", "ge") and n == 2:
+            return f"vc({s!r}, {self.q(*self.ex(t[0], env))}, {self.q(*self.ex(t[1], env))})", V
+        if s == "," and n == 2:
+            a, b = self.ex(t[0], env), self.ex(t[1], env)
+            return f"[*{self.q(*a, atomizing=False)}, *{self.q(*b, atomizing=False)}]", Q
+        if s in ("normalize-space", "upper-case", "lower-case", "string", "string-length") and n <= 1:
+            x = self.string(t[0], env, s) if n else f"sv({env.ctx})"
+            return {"normalize-space": (f"ns({x})", S), "upper-case": (f"{x}.upper()", S),
+                    "lower-case": (f"{x}.lower()", S), "string": (x, S), "string-length": (f"len({x})", V)}[s]
+        if s in ("contains", "starts-with", "ends-with", "substring-after", "substring-before") and n == 2:
+            a, b = self.string(t[0], env, s), self.string(t[1], env, s)
+            if s == "contains":
+                return f"({b} in {a})", B
+            if s == "starts-with":
+                return f"{a}.startswith({b})", B
+            if s == "ends-with":
+                return f"{a}.endswith({b})", B
+            return f"{'after' if s == 'substring-after' else 'before'}({a}, {b})", S
+        if s in ("name", "local-name") and n <= 1:
+            code, kind = self.ex(t[0], env) if n else (env.ctx, E)
+            if kind != E:
+                raise Unsupported(f"{s}() of other than the context element")
+            return f"{'nm' if s == 'name' else 'ln'}({code})", S
+        if s == "concat":
+            return "(" + " + ".join(self.string(c, env, s) for c in t) + ")", S
+        if s == "codelist" and n == 2 and t[0].symbol == "(string)":
+            allowed = self.const(self.lists[t[0].value], key=("list", t[0].value))
+            code, kind = self.ex(t[1], env)
+            if kind in (S, V, E, B):
+                code = f"[{code}]" if kind != V else f"opt({code})"
+            elif kind == A:
+                return f"any(v in {allowed} for v in {code})", B
+            return f"cl({allowed}, {code})", B
+        if s in ("every", "some"):
+            return self.quantified(t, env)
+        if s in ("|", "union") and n == 2:
+            (a, ka), (b, kb) = self.ex(t[0], env), self.ex(t[1], env)
+            if ka not in (N, E) or kb not in (N, E):
+                raise Unsupported("union of other than elements")
+            return f"un({self.q(a, ka)}, {self.q(b, kb)}, X)", N
+        raise Unsupported(f"{s}/{n}")
+
+    def cast(self, t: Any, env: Env) -> tuple[str, str]:
+        """xs:decimal(...), xs:date(...): one value or None."""
+        if len(t) != 1:
+            raise Unsupported("constructor arity")
+        if t.symbol == "decimal":
+            code, kind = self.ex(t[0], env)
+            return {E: f"_decimal(sv({code}))", N: f"dn({code})", A: f"da({code})", V: f"dv({code})",
+                    S: f"_decimal({code})", Q: f"cast(to_decimal, {code})", B: f"cast(to_decimal, [{code}])"}[kind], V
+        fn = _CASTS.get(t.symbol)
+        if fn is None or t.symbol in ("string", "boolean"):
+            raise Unsupported(f"xs:{t.symbol}")
+        return f"cast({self.const(fn, key=('cast', t.symbol))}, {self.q(*self.ex(t[0], env))})", V
+
+    def compare(self, t: Any, env: Env) -> str:
+        op = t.symbol
+        (a, ka), (b, kb) = self.ex(t[0], env), self.ex(t[1], env)
+        if ka == S and kb != S:  # the literal on the right
+            (a, ka), (b, kb), op = (b, kb), (a, ka), _MIRROR[op]
+        if kb == S and ka in (N, A, E, S):
+            pyop = _PYOP[op]
+            if ka == S:
+                return f"({a} {pyop} {b})"
+            if ka == E:
+                return f"(sv({a}) {pyop} {b})"
+            x = self.fresh()
+            item = f"sv({x})" if ka == N else x
+            return f"any({item} {pyop} {b} for {x} in {a})"
+        if ka in (V, S) and kb in (V, S):
+            return f"cv({op!r}, {a}, {b})"
+        return f"gc({op!r}, {self.q(a, ka)}, {self.q(b, kb)})"
+
+    def quantified(self, t: Any, env: Env) -> tuple[str, str]:
+        children = list(t)
+        loops = []
+        inner = env
+        for i in range(0, len(children) - 1, 2):
+            name = children[i][0].value
+            code, kind = self.ex(children[i + 1], inner)
+            x = self.fresh("q")
+            if kind == N:
+                loops.append(f"for {x} in {code}")
+                inner = inner.bind(name, (x, E))
+            elif kind in (E, S, B):
+                loops.append(f"for {x} in [{code}]")
+                inner = inner.bind(name, (x, kind))
+            elif kind == V:
+                loops.append(f"for {x} in opt({code})")
+                inner = inner.bind(name, (x, V))
+            elif kind == Q:
+                loops.append(f"for {x} in {code}")
+                inner = inner.bind(name, (f"[{x}]", Q))
+            else:
+                raise Unsupported("quantifier over attributes")
+        cond = self.ebv(children[-1], inner)
+        return f"{'all' if t.symbol == 'every' else 'any'}({cond} {' '.join(loops)})", B
+
+    # --- paths ------------------------------------------------------------------------------------
+
+    def path(self, t: Any, env: Env) -> tuple[str, str]:
+        s, n = t.symbol, len(t)
+        if s in ("/", "//") and n == 0:
+            raise Unsupported("the document node")
+        if s in ("/", "//") and n == 1:
+            return self.from_document(t[0], env, s == "//")
+        if s in ("/", "//") and n == 2:
+            left, kind = self.ex(t[0], env)
+            return self.step_from(left, kind, t[1], env, s == "//")
+        return self.step(env.ctx, t, env)
+
+    def from_document(self, t: Any, env: Env, descendant: bool) -> tuple[str, str]:
+        base, preds = _predicates(t)
+        alternatives = _alternatives(base)
+        if len(alternatives) > 1 and descendant and not any(_positional(p) for p in preds):
+            lists = [self.from_document(a, env, True)[0] for a in alternatives]
+            code = lists[0]
+            for other in lists[1:]:
+                code = f"un({code}, {other}, X)"
+            return self.filter(code, preds, env), N
+        if base.symbol in ("/", "//"):  # `/a/b` parses as /(a) then /b: not at this level
+            raise Unsupported("absolute path shape")
+        if base.symbol == "@" or (descendant and any(_positional(p) for p in preds)):
+            raise Unsupported("absolute attribute or positional step")
+        tag = self.clark(base)
+        if descendant:
+            code = "X.all" if tag is None else f"X.idx.get({tag!r}, NIL)"
+        else:
+            code = "[X.root]" if tag is None else f"([X.root] if X.root.tag == {tag!r} else [])"
+        return self.filter(code, preds, env), N
+
+    def step(self, ctx: str, t: Any, env: Env) -> tuple[str, str]:
+        """One step from one element `ctx`."""
+        s, n = t.symbol, len(t)
+        if s == "[" and n == 2:
+            base, preds = _predicates(t)
+            code, kind = self.step(ctx, base, env)
+            if kind == E:
+                code, kind = f"[{code}]", N
+            if kind != N:
+                raise Unsupported("predicate on other than elements")
+            return self.filter(code, preds, env), N
+        if s == "." and n == 0:
+            return ctx, E
+        if s == ".." and n == 0:
+            return f"par({ctx})", N
+        if s == "@" and n == 1:
+            name = self.clark(t[0])
+            if name is None:
+                raise Unsupported("@*")
+            return f"at({ctx}, {name!r})", A
+        if s == ":" and n == 2 and t[0].value in ("xs", "fn") and t[1].symbol not in ("(name)", "*"):
+            return self._ex(t, env.at(ctx))  # xs:decimal(...) as a step
+        if s in ("(name)", ":") or (s == "*" and n == 0):
+            tag = self.clark(t)
+            return f"list({ctx}.iterchildren({'ELEMENT' if tag is None else repr(tag)}))", N
+        if s == "child" and n == 1:
+            return self.step(ctx, t[0], env)
+        if s == "self" and n == 1:
+            tag = self.clark(t[0])
+            return (f"[{ctx}]" if tag is None else f"([{ctx}] if {ctx}.tag == {tag!r} else [])"), N
+        if s == "ancestor" and n == 1:
+            tag = self.clark(t[0])
+            return f"anc({ctx}, {'ELEMENT' if tag is None else repr(tag)})", N
+        if s in ("/", "//"):
+            return self.path(t, env.at(ctx))
+        if s in _STEP_SYMBOLS:
+            raise Unsupported(f"step {s}/{n}")
+        return self._ex(t, env.at(ctx))
+
+    def filter(self, code: str, preds: list, env: Env) -> str:
+        for p in preds:
+            if p.symbol == "(integer)":
+                k = int(p.value)
+                code = f"{code}[{k - 1}:{k}]" if k >= 1 else "[]"
+                continue
+            if _positional(p):
+                raise Unsupported("positional predicate")
+            x = self.fresh()
+            pred, kind = self.ex(p, env.at(x))
+            test = {V: f"pv({pred})", Q: f"pq({pred})"}.get(kind) or self.ebv_of(pred, kind)
+            code = f"[{x} for {x} in {code} if {test}]"
+        return code
+
+    def step_from(self, left: str, kind: str, right: Any, env: Env, descendant: bool) -> tuple[str, str]:
+        """`left/right` (or `left//right`) for a left side already generated (E codes are
+        names, so they may be repeated)."""
+        if kind not in (E, N):
+            raise Unsupported("path step from other than elements")
+        if descendant:
+            base, preds = _predicates(right)
+            if base.symbol not in ("(name)", ":", "*") or any(_positional(p) for p in preds):
+                raise Unsupported("// before other than a name step")
+            tag = self.clark(base)
+            which = "ELEMENT" if tag is None else repr(tag)
+            if kind == E:
+                out = f"list({left}.iterdescendants({which}))"
+            else:
+                x = self.fresh()
+                out = f"srt([y for {x} in {left} for y in {x}.iterdescendants({which})], X)"
+            return self.filter(out, preds, env), N
+        if kind == E:
+            return self.step(left, right, env)
+        x = self.fresh()
+        inner, ikind = self.step(x, right, env)
+        source = left
+        if ikind == E:
+            return source, N
+        if ikind == N:
+            out = f"[y for {x} in {source} for y in {inner}]"
+            return (out if _child_like(right) else f"srt({out}, X)"), N
+        if ikind == A:
+            return f"[y for {x} in {source} for y in {inner}]", A
+        if ikind in (S, B):
+            return f"[{inner} for {x} in {source}]", Q
+        if ikind == V:
+            return f"[y for {x} in {source} for y in ({inner},) if y is not None]", Q
+        return f"flat([y for {x} in {source} for y in {inner}])", Q
+
+    # --- rules ------------------------------------------------------------------------------------
+
+    def rule_function(self, name: str, rule: Rule, checks: list[int]) -> str:
+        """`def name(c0, X)`: the indexes (in `rule.checks`) of the listed checks that fire."""
+        env = Env("c0", {})
+        lines = [f"def {name}(c0, X):", "    out = []"]
+        for var, select in rule.variables:
+            tree = self.fallback.parse(select, tuple(env.vars))
+            code, kind = self.ex(tree, env)
+            if kind == A:
+                code, kind = self.closure(tree, env)
+            local = self.fresh("v")
+            lines.append(f"    {local} = {code}")
+            env = env.bind(var, (local, kind))
+        names = tuple(env.vars)
+        presence = False
+        for i in checks:
+            check = rule.checks[i]
+            found = self.fallback.presence(check.test, {}, names)
+            if found is not None:
+                if not presence:
+                    lines.append("    R = X.rel(c0)")
+                    presence = True
+                test = self.presence_test(*found)
+            else:
+                test = self.ebv(self.fallback.parse(check.test, names), env)
+            fires = f"not {test}" if check.kind == "assert" else test
+            lines.append(f"    if {fires}:")
+            lines.append(f"        out.append({i})")
+        lines.append("    return out")
+        return "\n".join(lines)
+
+    def presence_test(self, wanted: bool, descendant: bool, alternatives: tuple) -> str:
+        if descendant:
+            found = " or ".join(f"X.ends({self.const(a)})" for a in alternatives)
+        else:
+            names = [self.const(a) for a in alternatives]
+            found = (f"(({' or '.join(f'{k} in R' for k in names)}) if R is not None "
+                     f"else ({' or '.join(f'has(c0, {k})' for k in names)}))")
+        return f"({found})" if wanted else f"(not {found})"
+
+    def predicate_function(self, name: str, pred: Any) -> str:
+        """`def name(c0, X)`: a match pattern's predicate on a candidate element."""
+        return f"def {name}(c0, X):\n    return {self.ebv(pred, Env('c0', {}))}"
+
+
+def _predicates(t: Any) -> tuple[Any, list]:
+    preds = []
+    while t.symbol == "[" and len(t) == 2:
+        preds.insert(0, t[1])
+        t = t[0]
+    return t, preds
+
+
+def _positional(t: Any) -> bool:
+    """Whether a predicate may depend on the position (a number, last(), position())."""
+    return t.symbol in ("(integer)", "(decimal)") or _uses_position(t)
+
+
+def _uses_position(t: Any) -> bool:
+    return t.symbol in ("last", "position") or any(_uses_position(c) for c in t)
+
+
+def _alternatives(t: Any) -> list:
+    """Branches of a parenthesised union (`(a | b)`), or the token itself."""
+    while t.symbol == "(" and len(t) == 1:
+        t = t[0]
+    if t.symbol in ("|", "union") and len(t) == 2:
+        return _alternatives(t[0]) + _alternatives(t[1])
+    return [t]
+
+
+def _child_like(t: Any) -> bool:
+    """Whether the step keeps document order and distinctness when taken from distinct
+    elements in document order (child, attribute and self steps)."""
+    base, _ = _predicates(t)
+    return base.symbol in ("(name)", ":", "*", "@", "child", "self")
+
+
+def namespace() -> dict[str, Any]:
+    """The globals of generated code: the runtime functions by their short names."""
+    g = {k: getattr(runtime, k) for k in dir(runtime) if not k.startswith("__")}
+    g["after"] = lambda a, b: a.partition(b)[2] if b in a else ""
+    g["before"] = lambda a, b: a.partition(b)[0] if b in a else ""
+    return g

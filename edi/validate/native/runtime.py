@@ -1,0 +1,413 @@
+"""What the generated rule code calls at run time: the per-document index and the XPath 2.0
+value semantics on plain Python values.
+
+The generated code (see `codegen`) keeps values unwrapped where their kind is known at compile
+time — an element, a list of elements, a string, a boolean, one atomic value or None for the
+empty sequence — and calls these small functions for the steps whose meaning is subtle (casts,
+exact decimal arithmetic, comparisons with promotion, one-item checks). Anything more general
+goes through `xpath`'s sequence functions, so both paths share one definition of the semantics.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+from typing import Any
+
+from lxml import etree
+
+from edi.validate.native.xpath import (
+    _EXACT,
+    _OPS,
+    _VALUE_OPS,
+    _XML_SPACE,
+    MEMO,
+    Untyped,
+    XPathError,
+    _arith_operand,
+    _decimal,
+    _double,
+    _numeric,
+    _one_string,
+    _promote,
+    arithmetic,
+    atomize,
+    decimal_divide,
+    ebv,
+    general_compare,
+    string_value,
+    to_decimal,
+    xpath_round,
+)
+
+ELEMENT = etree.Element  # as a tag filter: elements only (no comments, no processing instructions)
+NIL: tuple = ()
+
+
+class Doc:
+    """One document being checked: its root, its elements by name and in document order, and
+    (built on first use) the set of element and attribute paths the presence tests read."""
+
+    __slots__ = ("root", "idx", "pos", "all", "memo", "_paths", "_present", "_shared", "_rel", "_ends")
+
+    def __init__(self, root: etree._Element) -> None:
+        self.root = root
+        idx: dict[str, list] = {}
+        pos: dict[Any, int] = {}
+        every = []
+        for i, el in enumerate(root.iter(ELEMENT)):
+            pos[el] = i
+            every.append(el)
+            found = idx.get(el.tag)
+            if found is None:
+                idx[el.tag] = [el]
+            else:
+                found.append(el)
+        self.idx, self.pos, self.all = idx, pos, every
+        self.memo: dict = {}
+        self._paths: dict | None = None
+        self._rel: dict = {}
+        self._ends: dict = {}
+
+    def _build_paths(self) -> None:
+        paths: dict[Any, tuple] = {}
+        present: set[tuple] = set()
+        shared: set[tuple] = set()
+        for el in self.all:
+            parent = el.getparent()
+            p = (paths[parent] + (el.tag,)) if parent is not None else (el.tag,)
+            paths[el] = p
+            if p in present:
+                shared.add(p)
+            present.add(p)
+            for a in el.keys():
+                present.add(p + ("@" + a,))
+        self._paths, self._present, self._shared = paths, present, shared
+
+    def rel(self, node: etree._Element) -> set | None:
+        """The paths present under `node`, relative to it; None when other elements share its
+        path (the set of paths cannot say which of them has what: the test walks this one)."""
+        found = self._rel.get(node)
+        if found is None and node not in self._rel:
+            if self._paths is None:
+                self._build_paths()
+            here = self._paths[node]
+            if here in self._shared:
+                found = None
+            else:
+                k = len(here)
+                found = {p[k:] for p in self._present if p[:k] == here and len(p) > k}
+            self._rel[node] = found
+        return found
+
+    def ends(self, steps: tuple) -> bool:
+        """Whether some element or attribute path of the document ends with `steps` (`//a/b`)."""
+        found = self._ends.get(steps)
+        if found is None:
+            if self._paths is None:
+                self._build_paths()
+            k = len(steps)
+            last = steps[-1]
+            found = self._ends[steps] = any(p[-1] == last and p[-k:] == steps for p in self._present)
+        return found
+
+    def vs(self, values: dict) -> dict:
+        """The variables dict of a fallback closure (`xpath.Compiler.build`)."""
+        values[MEMO] = self.memo
+        return values
+
+
+def has(node: etree._Element, steps: tuple) -> bool:
+    """Whether `node` has the child path `steps` (an attribute as the last step)."""
+    level = [node]
+    for step in steps:
+        if step[0] == "@":
+            name = step[1:]
+            return any(el.get(name) is not None for el in level)
+        level = [c for el in level for c in el.iterchildren(step)]
+        if not level:
+            return False
+    return True
+
+
+# --- nodes ------------------------------------------------------------------------------------
+
+def sv(el: etree._Element) -> str:
+    """String value of an element."""
+    if len(el) == 0:
+        t = el.text
+        return "" if t is None else t
+    return "".join(el.itertext())
+
+
+def par(el: etree._Element) -> list:
+    p = el.getparent()
+    return [] if p is None else [p]
+
+
+def at(el: etree._Element, name: str) -> list:
+    v = el.get(name)
+    return [] if v is None else [v]
+
+
+def anc(el: etree._Element, tag: str) -> list:
+    out = list(el.iterancestors(tag))
+    out.reverse()
+    return out
+
+
+_LOCAL: dict[str, str] = {}
+
+
+def ln(el: etree._Element) -> str:
+    """local-name() of an element."""
+    tag = el.tag
+    found = _LOCAL.get(tag)
+    if found is None:
+        found = _LOCAL[tag] = tag.rpartition("}")[2]
+    return found
+
+
+def nm(el: etree._Element) -> str:
+    """name() of an element: the prefix it has in the document, and its local name."""
+    prefix = el.prefix
+    return f"{prefix}:{ln(el)}" if prefix else ln(el)
+
+
+def srt(nodes: list, doc: Doc) -> list:
+    """Distinct elements in document order (after a step that can repeat or reorder them)."""
+    if len(nodes) < 2:
+        return nodes
+    return sorted(set(nodes), key=doc.pos.__getitem__)
+
+
+def un(a: Any, b: Any, doc: Doc) -> list:
+    return srt([*a, *b], doc)
+
+
+def flat(items: list) -> list:
+    """Concatenated results of a step: elements de-duplicated (as `xpath` does), atoms kept."""
+    if len(items) < 2 or not isinstance(items[0], etree._Element):
+        return items
+    seen: set[int] = set()
+    out = []
+    for i in items:
+        if id(i) not in seen:
+            seen.add(id(i))
+            out.append(i)
+    return out
+
+
+def s1(nodes: Any, fname: str) -> str:
+    """The string of at most one element (XPath 2.0 refuses several)."""
+    if not nodes:
+        return ""
+    if len(nodes) > 1:
+        raise XPathError(f"XPTY0004: {fname}() on a sequence of several items")
+    return sv(nodes[0])
+
+
+def a1(values: list, fname: str) -> str:
+    if not values:
+        return ""
+    if len(values) > 1:
+        raise XPathError(f"XPTY0004: {fname}() on a sequence of several items")
+    return values[0]
+
+
+def v2s(v: Any) -> str:
+    return "" if v is None else string_value(v)
+
+
+def q1(seq: list, fname: str) -> str:
+    return _one_string(seq, fname)
+
+
+_NS: dict[str, str] = {}
+
+
+def ns(s: str) -> str:
+    """normalize-space() (XML white space only: a no-break space stays)."""
+    found = _NS.get(s)
+    if found is None:
+        found = " ".join(_XML_SPACE.split(s)).strip(" ")
+        if len(_NS) < 65536:
+            _NS[s] = found
+    return found
+
+
+def ua(values: list) -> list:
+    """Attribute values atomised."""
+    return [Untyped(v) for v in values]
+
+
+def cnt1(v: Any) -> int:
+    return 0 if v is None else 1
+
+
+def opt(v: Any) -> list:
+    return [] if v is None else [v]
+
+
+def ebv1(v: Any) -> bool:
+    """Effective boolean value of one atomic value or of the empty sequence (None)."""
+    if v is None:
+        return False
+    if v is True or v is False:
+        return v
+    if isinstance(v, str):
+        return v != ""
+    if isinstance(v, float):
+        return not (v == 0 or math.isnan(v))
+    if isinstance(v, (int, Decimal)):
+        return v != 0
+    raise XPathError(f"FORG0006: effective boolean value of {type(v).__name__}")
+
+
+# --- numbers ----------------------------------------------------------------------------------
+
+def nn(nodes: Any) -> Any:
+    """Arithmetic operand from elements: None when empty, xs:double of the one value."""
+    if not nodes:
+        return None
+    if len(nodes) > 1:
+        raise XPathError("XPTY0004: arithmetic on a sequence of several items")
+    return _double(sv(nodes[0]))
+
+
+def na(values: list) -> Any:
+    if not values:
+        return None
+    if len(values) > 1:
+        raise XPathError("XPTY0004: arithmetic on a sequence of several items")
+    return _double(values[0])
+
+
+def num(seq: list) -> Any:
+    return _arith_operand(seq)
+
+
+def nv(v: Any) -> Any:
+    """Arithmetic operand from one typed atomic value."""
+    if v is None or (_numeric(v)):
+        return v
+    return _arith_operand([v])
+
+
+_EXACT_OPS = {"+": _EXACT.add, "-": _EXACT.subtract, "*": _EXACT.multiply}
+
+
+def ar(op: str, a: Any, b: Any) -> Any:
+    """`a op b` with XPath 2.0 typing (integer, exact decimal, double); None propagates."""
+    if a is None or b is None:
+        return None
+    ta, tb = type(a), type(b)
+    if ta is Decimal or tb is Decimal:
+        if (ta is Decimal or ta is int) and (tb is Decimal or tb is int):
+            f = _EXACT_OPS.get(op)
+            if f is not None:
+                return f(a, b)
+            if op == "div":
+                if b == 0:
+                    raise XPathError("FOAR0001: division by zero")
+                return decimal_divide(Decimal(a), Decimal(b))
+    return arithmetic(op, [a], [b])[0]
+
+
+def rnd(v: Any) -> Any:
+    return None if v is None else xpath_round(v)
+
+
+def ab(v: Any) -> Any:
+    return None if v is None else abs(v)
+
+
+def sm(items: list) -> Any:
+    """sum() of atomised items (untyped values count as xs:double)."""
+    if not items:
+        return 0
+    acc: Any = None
+    for it in items:
+        v = _double(it) if isinstance(it, Untyped) else it
+        if not _numeric(v):
+            raise XPathError("FORG0006: sum() of non-numeric values")
+        acc = v if acc is None else ar("+", acc, v)
+    return acc
+
+
+def dn(nodes: Any) -> Any:
+    """xs:decimal() of at most one element."""
+    if not nodes:
+        return None
+    if len(nodes) > 1:
+        raise XPathError("XPTY0004: cast of several items")
+    return _decimal(sv(nodes[0]))
+
+
+def da(values: list) -> Any:
+    if not values:
+        return None
+    if len(values) > 1:
+        raise XPathError("XPTY0004: cast of several items")
+    return _decimal(values[0])
+
+
+def dv(v: Any) -> Any:
+    return None if v is None else to_decimal(v)
+
+
+def cast(fn: Any, seq: list) -> Any:
+    """A constructor function (`xs:date(...)`) on a sequence: None, or the one value cast."""
+    items = atomize(seq)
+    if not items:
+        return None
+    if len(items) > 1:
+        raise XPathError("XPTY0004: cast of several items")
+    return fn(items[0])
+
+
+def cv(op: str, a: Any, b: Any) -> bool:
+    """General comparison of two singletons-or-empty (None)."""
+    if a is None or b is None:
+        return False
+    x, y = _promote(a, b)
+    return _OPS[op](x, y)
+
+
+def vc(op: str, a: list, b: list) -> Any:
+    """Value comparison (`eq`, `lt`...): None when a side is empty, an error for several items."""
+    la, ra = atomize(a), atomize(b)
+    if not la or not ra:
+        return None
+    if len(la) > 1 or len(ra) > 1:
+        raise XPathError("XPTY0004: value comparison of several items")
+    x = str(la[0]) if isinstance(la[0], Untyped) else la[0]
+    y = str(ra[0]) if isinstance(ra[0], Untyped) else ra[0]
+    x, y = _promote(x, y)
+    return _OPS[_VALUE_OPS[op]](x, y)
+
+
+def pv(v: Any) -> bool:
+    """A predicate's truth from one value: a number would select by position, which only the
+    steps written with a literal position do here (as the `xpath` closures refuse it too)."""
+    if _numeric(v):
+        raise XPathError("numeric predicate computed at run time (not supported natively)")
+    return ebv1(v)
+
+
+def pq(seq: list) -> bool:
+    if len(seq) == 1 and _numeric(seq[0]):
+        raise XPathError("numeric predicate computed at run time (not supported natively)")
+    return ebv(seq)
+
+
+def gc(op: str, a: list, b: list) -> bool:
+    return general_compare(op, a, b)
+
+
+def eb(seq: list) -> bool:
+    return ebv(seq)
+
+
+def cl(allowed: frozenset, items: Any) -> bool:
+    return any(string_value(i) in allowed for i in items)
