@@ -16,6 +16,7 @@ checks that fire (an assert whose test is false, a report whose test is true).
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +28,12 @@ E, N, A, S, B, V, Q = "E", "N", "A", "S", "B", "V", "Q"
 _PYOP = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _MIRROR = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 _STEP_SYMBOLS = {"(name)", ":", "*", "@", "..", "[", "/", "//", "child", "self", "ancestor"}
+
+
+_NAME = re.compile(r"[cxqv]\d+")  # Python names the generator gives values
+_TOKEN = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\b[a-z]\w*\b")  # literals kept whole
+_ELEMENT_NAME = re.compile(r"[cx]\d+")  # names that always hold one element
+_NUMERIC = re.compile(r"(ar|sm|rnd|ab|len|dn|da|dv|_decimal)\(|\d")  # V codes that are numbers or None
 
 
 class Unsupported(Exception):
@@ -66,6 +73,12 @@ class Generator:
         self._const_names: dict[Any, str] = {}
         self._n = 0
         self.closures = 0  # subexpressions left to `xpath` closures
+        self.hoisted: dict[tuple[bool, str], str] = {}  # body -> name of its memoised function
+        self.functions: list[str] = []  # their source
+        self.string_lists: set[str] = set()  # codes of lists of strings (`a/normalize-space(b)`)
+        self.value_lists: set[str] = set()  # codes of lists of atomic values (`a/xs:decimal(b)`)
+        self.keyed: dict[str, tuple[str, str, bool]] = {}  # `key == 'lit'` tests: key, literal, key is a list
+        self.hashable: set[str] = set()  # quantifier variables holding one element or atomic value
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -152,6 +165,8 @@ class Generator:
     def number(self, t: Any, env: Env) -> str:
         """An arithmetic operand: None for the empty sequence, untyped values as xs:double."""
         code, kind = self.ex(t, env)
+        if kind == V and _NUMERIC.match(code):
+            return code
         return {E: f"nn([{code}])", N: f"nn({code})", A: f"na({code})", V: f"nv({code})",
                 Q: f"num({code})", S: f"num([{code}])", B: f"num([{code}])"}[kind]
 
@@ -159,9 +174,34 @@ class Generator:
 
     def ex(self, t: Any, env: Env) -> tuple[str, str]:
         try:
-            return self._ex(t, env)
+            code, kind = self._ex(t, env)
         except Unsupported:
-            return self.closure(t, env)
+            code, kind = self.closure(t, env)
+        hoisted = self.hoist(code)
+        for known in (self.string_lists, self.value_lists):
+            if code in known:
+                known.add(hoisted)
+        return hoisted, kind
+
+    def hoist(self, code: str) -> str:
+        """A costly subexpression (a loop, a closure) that depends on the document alone, or on
+        one element, becomes a function whose value is kept for the document being checked:
+        the rules ask the same questions again and again (every VAT category rule selects the
+        same tax categories and their schemes), and identical code shares one function."""
+        if " for " not in code and "X.vs(" not in code:
+            return code
+        free = _free(code)
+        if len(free) > 1 or any(not _ELEMENT_NAME.fullmatch(v) and v not in self.hashable for v in free):
+            return code
+        var = free.pop() if free else None
+        body = _canonical(code, {var: "c"} if var else {})
+        key = (var is None, body)
+        name = self.hoisted.get(key)
+        if name is None:
+            name = self.hoisted[key] = f"h{len(self.hoisted)}"
+            self.functions.append(f"def {name}({'X' if var is None else 'X, c'}):\n    return {body}")
+        k = int(name[1:])
+        return f"memo(X, {k}, {name})" if var is None else f"memo1(X, {k}, {name}, {var})"
 
     def closure(self, t: Any, env: Env) -> tuple[str, str]:
         args = []
@@ -220,7 +260,8 @@ class Generator:
                 return f"len({code})", V
             return (f"cnt1({code})" if kind == V else "1"), V
         if s == "sum" and n == 1:
-            return f"sm(atomize({self.q(*self.ex(t[0], env))}))", V
+            code, kind = self.ex(t[0], env)
+            return (f"sm({code})" if code in self.value_lists else f"sm(atomize({self.q(code, kind)}))"), V
         if s in ("round", "abs") and n == 1:
             return f"{'rnd' if s == 'round' else 'ab'}({self.number(t[0], env)})", V
         if s in ("eq", "ne", "lt", "le", "gt", "ge") and n == 2:
@@ -286,12 +327,28 @@ class Generator:
         if kb == S and ka in (N, A, E, S):
             pyop = _PYOP[op]
             if ka == S:
-                return f"({a} {pyop} {b})"
+                out = f"({a} {pyop} {b})"
+                if op == "=":
+                    self.keyed[out] = (a, b, False)
+                return out
             if ka == E:
                 return f"(sv({a}) {pyop} {b})"
             x = self.fresh()
             item = f"sv({x})" if ka == N else x
             return f"any({item} {pyop} {b} for {x} in {a})"
+        if kb == S and ka == Q and a in self.string_lists:
+            x = self.fresh()
+            if op == "=":
+                self.keyed[f"({b} in {a})"] = (a, b, True)
+            return f"({b} in {a})" if op == "=" else f"any({x} {_PYOP[op]} {b} for {x} in {a})"
+        if kb in (V, Q) and ka == Q and a in self.value_lists and (kb == V or b in self.value_lists):
+            return f"qv({op!r}, {a}, {b})" if kb == V else f"qq({op!r}, {a}, {b})"
+        if ka in (V, Q) and kb == Q and b in self.value_lists and (ka == V or a in self.value_lists):
+            return f"qv({_MIRROR[op]!r}, {b}, {a})" if ka == V else f"qq({op!r}, {a}, {b})"
+        if ka == B and kb == N:
+            (a, ka), (b, kb), op = (b, kb), (a, ka), _MIRROR[op]
+        if ka == N and kb == B:
+            return f"nb({op!r}, {a}, {b})"
         if ka in (V, S) and kb in (V, S):
             return f"cv({op!r}, {a}, {b})"
         return f"gc({op!r}, {self.q(a, ka)}, {self.q(b, kb)})"
@@ -307,12 +364,14 @@ class Generator:
             if kind == N:
                 loops.append(f"for {x} in {code}")
                 inner = inner.bind(name, (x, E))
+                self.hashable.add(x)
             elif kind in (E, S, B):
                 loops.append(f"for {x} in [{code}]")
                 inner = inner.bind(name, (x, kind))
             elif kind == V:
                 loops.append(f"for {x} in opt({code})")
                 inner = inner.bind(name, (x, V))
+                self.hashable.add(x)
             elif kind == Q:
                 loops.append(f"for {x} in {code}")
                 inner = inner.bind(name, (f"[{x}]", Q))
@@ -404,8 +463,24 @@ class Generator:
             x = self.fresh()
             pred, kind = self.ex(p, env.at(x))
             test = {V: f"pv({pred})", Q: f"pq({pred})"}.get(kind) or self.ebv_of(pred, kind)
-            code = f"[{x} for {x} in {code} if {test}]"
+            code = self.grouped(code, x, test) or f"[{x} for {x} in {code} if {test}]"
         return code
+
+    def grouped(self, base: str, x: str, test: str) -> str | None:
+        """`[x for x in base if key(x) == 'AE']` over a list kept for the document, as a lookup
+        in that list grouped by key once: the rules ask the same list for each VAT category."""
+        if test not in self.keyed or not base.startswith(("memo(", "memo1(", "X.idx.get(")):
+            return None
+        key, literal, several = self.keyed[test]
+        free = _free(key)
+        if free != {x}:
+            return None
+        body = _canonical(key, {x: "c"})
+        name = self.hoisted.get((None, body))
+        if name is None:
+            name = self.hoisted[(None, body)] = f"g{len(self.hoisted)}"
+            self.functions.append(f"def {name}(X, c):\n    return {body}")
+        return f"grp(X, {base}, {name}, {several}).get({literal}, NIL)"
 
     def step_from(self, left: str, kind: str, right: Any, env: Env, descendant: bool) -> tuple[str, str]:
         """`left/right` (or `left//right`) for a left side already generated (E codes are
@@ -426,6 +501,11 @@ class Generator:
             return self.filter(out, preds, env), N
         if kind == E:
             return self.step(left, right, env)
+        base, preds = _predicates(right)
+        if preds and base.symbol in ("(name)", ":", "*") and not any(_positional(p) for p in preds):
+            # boolean predicates filter the whole step alike: the step is then kept per document
+            stepped, _ = self.step_from(left, kind, base, env, False)
+            return self.filter(self.hoist(stepped), preds, env), N
         x = self.fresh()
         inner, ikind = self.step(x, right, env)
         source = left
@@ -437,9 +517,14 @@ class Generator:
         if ikind == A:
             return f"[y for {x} in {source} for y in {inner}]", A
         if ikind in (S, B):
-            return f"[{inner} for {x} in {source}]", Q
+            out = f"[{inner} for {x} in {source}]"
+            if ikind == S:
+                self.string_lists.add(out)
+            return out, Q
         if ikind == V:
-            return f"[y for {x} in {source} for y in ({inner},) if y is not None]", Q
+            out = f"[y for {x} in {source} for y in ({inner},) if y is not None]"
+            self.value_lists.add(out)
+            return out, Q
         return f"flat([y for {x} in {source} for y in {inner}])", Q
 
     # --- rules ------------------------------------------------------------------------------------
@@ -458,9 +543,14 @@ class Generator:
             env = env.bind(var, (local, kind))
         names = tuple(env.vars)
         presence = False
+        when_present: dict[tuple, list[int]] = {}  # path -> checks that fire when it is there
         for i in checks:
             check = rule.checks[i]
             found = self.fallback.presence(check.test, {}, names)
+            if found is not None and not found[1] and found[0] == (check.kind == "report"):
+                for path in found[2]:
+                    when_present.setdefault(path, []).append(i)
+                continue
             if found is not None:
                 if not presence:
                     lines.append("    R = X.rel(c0)")
@@ -471,6 +561,13 @@ class Generator:
             fires = f"not {test}" if check.kind == "assert" else test
             lines.append(f"    if {fires}:")
             lines.append(f"        out.append({i})")
+        if when_present:
+            # one set intersection for the many "this element must not be there" checks
+            table = self.const({k: tuple(v) for k, v in when_present.items()}, key=("present", name))
+            if not presence:
+                lines.append("    R = X.rel(c0)")
+            lines.append(f"    out.extend(present(R, {table}, c0))")
+            lines.append("    out.sort()")
         lines.append("    return out")
         return "\n".join(lines)
 
@@ -486,6 +583,29 @@ class Generator:
     def predicate_function(self, name: str, pred: Any) -> str:
         """`def name(c0, X)`: a match pattern's predicate on a candidate element."""
         return f"def {name}(c0, X):\n    return {self.ebv(pred, Env('c0', {}))}"
+
+
+def _names(code: str) -> list[str]:
+    """The Python names in generated code, in order (string literals skipped)."""
+    return [m.group(0) for m in _TOKEN.finditer(code) if m.group(0)[0] not in "'\""]
+
+
+def _free(code: str) -> set[str]:
+    """Values the code reads from outside (the generator's names, less its own loop variables)."""
+    names = _names(code)
+    bound = {b for a, b in zip(names, names[1:]) if a == "for"}
+    return {n for n in names if _NAME.fullmatch(n)} - bound
+
+
+def _canonical(body: str, renamed: dict[str, str]) -> str:
+    """The body with `renamed` applied and its loop variables renamed in order of appearance,
+    so that the same subexpression generated twice (with other fresh names) is recognised."""
+    names = dict(renamed)
+    tokens = _names(body)
+    for a, b in zip(tokens, tokens[1:]):
+        if a == "for" and b not in names:
+            names[b] = f"b{len(names)}"
+    return _TOKEN.sub(lambda m: names.get(m.group(0), m.group(0)), body)
 
 
 def _predicates(t: Any) -> tuple[Any, list]:

@@ -136,6 +136,8 @@ class _Branch:
     absolute: bool = False
     reference: Any = None  # the branch as libxml2 checks it: asked when a predicate raises
     select: Any = None
+    suffix: str = ""  # `*` whose first predicate is `ends-with(name(), suffix)`: names ending so
+    parent: str | None = None  # name of the step before the last, checked before the rest
 
 
 @dataclass
@@ -172,7 +174,7 @@ class Engine:
             raise NotNative(str(exc)) from exc
         except Exception as exc:  # elementpath parse errors: a construct it does not know
             raise NotNative(f"{type(exc).__name__}: {exc}") from exc
-        self.source = "\n\n\n".join(source) + "\n"
+        self.source = "\n\n\n".join(gen.functions + source) + "\n"
         scope = {**codegen_namespace(), **gen.consts}
         exec(compile(self.source, f"<native {ruleset.name}>", "exec"), scope)  # noqa: S102 - generated here
         self.patterns: list[list[_Rule]] = []
@@ -204,7 +206,12 @@ class Engine:
         if any(preds for _, preds in steps):
             matches = _plain_matches(self._loose, branch)
             reference = matches[0][2] if matches else None
-        return _Branch(tuple(named), absolute, reference)
+        suffix = ""
+        last, preds = steps[-1]
+        if named[-1][0] is None and preds:  # `*[ends-with(name(), 'Amount') ...]`: only such names
+            suffix = _name_suffix(preds[0])
+        return _Branch(tuple(named), absolute, reference, suffix=suffix,
+                       parent=named[-2][0] if len(named) > 1 else None)
 
     def run(self, element: etree._Element, seen: dict[str, list[int]] | None = None) -> list[Hit]:
         """Every check that fires on the document of `element`, in SVRL order. `seen`, when
@@ -221,9 +228,17 @@ class Engine:
                             if node not in fired:
                                 fired[node] = rank
                         continue
-                    last = branch.steps[-1][0]
-                    for el in (every if last is None else idx.get(last, NIL)):
-                        if el not in fired and _matches(el, branch, doc):
+                    last, parent = branch.steps[-1][0], branch.parent
+                    if last is not None:
+                        candidates = idx.get(last, NIL)
+                    elif branch.suffix:
+                        candidates = [el for tag in idx if tag.endswith(branch.suffix) for el in idx[tag]]
+                    else:
+                        candidates = every
+                    for el in candidates:
+                        if el in fired or parent is not None and (el.getparent() is None or el.getparent().tag != parent):
+                            continue
+                        if _matches(el, branch, doc):
                             fired[el] = rank
             for node in sorted(fired, key=pos.__getitem__):
                 rule = rules[fired[node]]
@@ -266,6 +281,18 @@ def _match_steps(t: Any) -> list[tuple[Any, list]] | None:
     if not named and not (t.symbol == "*" and len(t) == 0):
         return None
     return [(t, preds)]
+
+
+def _name_suffix(pred: Any) -> str:
+    """'Amount' for `ends-with(name(), 'Amount')`, alone or first of an `and` (else '')."""
+    while pred.symbol == "and" or pred.symbol == "(" and len(pred) == 1:
+        pred = pred[0]
+    if pred.symbol == "ends-with" and len(pred) == 2 and pred[1].symbol == "(string)":
+        name = pred[0]
+        value = pred[1].value
+        if name.symbol in ("name", "local-name") and len(name) == 0 and value and not set(value) & set(":}{"):
+            return value
+    return ""
 
 
 def _matches(el: etree._Element, branch: _Branch, doc: Doc) -> bool:

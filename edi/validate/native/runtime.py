@@ -25,6 +25,7 @@ from edi.validate.native.xpath import (
     Untyped,
     XPathError,
     _arith_operand,
+    _boolean_cast,
     _decimal,
     _double,
     _numeric,
@@ -48,7 +49,7 @@ class Doc:
     """One document being checked: its root, its elements by name and in document order, and
     (built on first use) the set of element and attribute paths the presence tests read."""
 
-    __slots__ = ("root", "idx", "pos", "all", "memo", "_paths", "_present", "_shared", "_rel", "_ends")
+    __slots__ = ("root", "idx", "pos", "all", "memo", "_paths", "_present", "_shared", "_by_last", "_rel", "_ends")
 
     def __init__(self, root: etree._Element) -> None:
         self.root = root
@@ -70,19 +71,23 @@ class Doc:
         self._ends: dict = {}
 
     def _build_paths(self) -> None:
-        paths: dict[Any, tuple] = {}
-        present: set[tuple] = set()
+        """Paths of names from the root (the root itself is `()`), attributes as a last `@name`."""
+        root = self.root
+        paths: dict[Any, tuple] = {root: ()}
+        present: set[tuple] = {("@" + a,) for a in root.keys()}
         shared: set[tuple] = set()
-        for el in self.all:
-            parent = el.getparent()
-            p = (paths[parent] + (el.tag,)) if parent is not None else (el.tag,)
+        for el in self.all[1:]:
+            p = paths[el.getparent()] + (el.tag,)
             paths[el] = p
             if p in present:
                 shared.add(p)
             present.add(p)
             for a in el.keys():
                 present.add(p + ("@" + a,))
-        self._paths, self._present, self._shared = paths, present, shared
+        by_last: dict[str, list] = {}
+        for p in present:
+            by_last.setdefault(p[-1], []).append((root.tag,) + p)
+        self._paths, self._present, self._shared, self._by_last = paths, present, shared, by_last
 
     def rel(self, node: etree._Element) -> set | None:
         """The paths present under `node`, relative to it; None when other elements share its
@@ -92,11 +97,13 @@ class Doc:
             if self._paths is None:
                 self._build_paths()
             here = self._paths[node]
-            if here in self._shared:
+            if not here:
+                found = self._present
+            elif here in self._shared:
                 found = None
             else:
                 k = len(here)
-                found = {p[k:] for p in self._present if p[:k] == here and len(p) > k}
+                found = {p[k:] for p in self._present if len(p) > k and p[:k] == here}
             self._rel[node] = found
         return found
 
@@ -107,8 +114,7 @@ class Doc:
             if self._paths is None:
                 self._build_paths()
             k = len(steps)
-            last = steps[-1]
-            found = self._ends[steps] = any(p[-1] == last and p[-k:] == steps for p in self._present)
+            found = self._ends[steps] = any(p[-k:] == steps for p in self._by_last.get(steps[-1], NIL))
         return found
 
     def vs(self, values: dict) -> dict:
@@ -128,6 +134,15 @@ def has(node: etree._Element, steps: tuple) -> bool:
         if not level:
             return False
     return True
+
+
+def present(rel: set | None, table: dict, node: etree._Element) -> set[int]:
+    """The checks of `table` (path -> check indexes) whose path is under `node`."""
+    if rel is None:
+        return {i for path, ids in table.items() if has(node, path) for i in ids}
+    if len(rel) < len(table):
+        return {i for path in rel if path in table for i in table[path]}
+    return {i for path, ids in table.items() if path in rel for i in ids}
 
 
 # --- nodes ------------------------------------------------------------------------------------
@@ -366,10 +381,51 @@ def cast(fn: Any, seq: list) -> Any:
     return fn(items[0])
 
 
+def memo(doc: Doc, k: int, fn: Any) -> Any:
+    """The value of generated function `k` for this document (computed once)."""
+    m = doc.memo
+    found = m.get(k, m)
+    if found is m:
+        found = m[k] = fn(doc)
+    return found
+
+
+def memo1(doc: Doc, k: int, fn: Any, el: Any) -> Any:
+    """The value of generated function `k` for one element of this document."""
+    m = doc.memo
+    key = (k, el)
+    found = m.get(key, m)
+    if found is m:
+        found = m[key] = fn(doc, el)
+    return found
+
+
+def grp(doc: Doc, base: list, fn: Any, several: bool) -> dict:
+    """`base` (a list kept for the document) grouped by `fn` (one key, or a list of keys)."""
+    m = doc.memo
+    key = ("grp", fn, id(base))
+    found = m.get(key)
+    if found is None:
+        found = m[key] = {}
+        for el in base:
+            for k in (set(fn(doc, el)) if several else (fn(doc, el),)):
+                found.setdefault(k, []).append(el)
+    return found
+
+
+def nb(op: str, nodes: Any, value: bool) -> bool:
+    """Elements compared with a boolean: each value cast to xs:boolean (a bad one is an error)."""
+    f = _OPS[op]
+    return any(f(_boolean_cast(sv(x)), value) for x in nodes)
+
+
 def cv(op: str, a: Any, b: Any) -> bool:
     """General comparison of two singletons-or-empty (None)."""
     if a is None or b is None:
         return False
+    ta = type(a)
+    if ta is type(b) or (ta is int or ta is Decimal) and type(b) in (int, Decimal):
+        return _OPS[op](a, b)
     x, y = _promote(a, b)
     return _OPS[op](x, y)
 
@@ -399,6 +455,15 @@ def pq(seq: list) -> bool:
     if len(seq) == 1 and _numeric(seq[0]):
         raise XPathError("numeric predicate computed at run time (not supported natively)")
     return ebv(seq)
+
+
+def qv(op: str, values: list, v: Any) -> bool:
+    """Atomic values (a path ending in a cast) compared with one value or None."""
+    return v is not None and any(cv(op, a, v) for a in values)
+
+
+def qq(op: str, a: list, b: list) -> bool:
+    return any(cv(op, x, y) for x in a for y in b)
 
 
 def gc(op: str, a: list, b: list) -> bool:
