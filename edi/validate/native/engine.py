@@ -137,7 +137,8 @@ class _Branch:
     reference: Any = None  # the branch as libxml2 checks it: asked when a predicate raises
     select: Any = None
     suffix: str = ""  # `*` whose first predicate is `ends-with(name(), suffix)`: names ending so
-    parent: str | None = None  # name of the step before the last, checked before the rest
+    trivial: bool = False  # one name, no predicate, anywhere: every element of that name
+    up: tuple = ()  # the steps from the last one up
 
 
 @dataclass
@@ -183,8 +184,22 @@ class Engine:
             for name, branches, wanted, rule in rules:
                 for branch in branches:
                     branch.steps = tuple((tag, tuple(scope[f] for f in fns)) for tag, fns in branch.steps)
+                    branch.up = branch.steps[::-1]
                 built.append(_Rule(branches, scope[name], rule.checks, wanted, rule.variables))
             self.patterns.append(built)
+        # per pattern: branches by the name of their last step (in rank order), and the others
+        self._plans: list[tuple[dict[str, list], list]] = []
+        for built in self.patterns:
+            tagged: dict[str, list] = {}
+            others: list = []
+            for rank, rule in enumerate(built):
+                for branch in rule.branches:
+                    last = branch.steps[-1][0] if branch.steps else None
+                    if last is None:
+                        others.append((rank, branch))
+                    else:
+                        tagged.setdefault(last, []).append((rank, branch))
+            self._plans.append((tagged, others))
         self.closures = gen.closures
 
     def _branch(self, gen: Generator, branch: str, name: str, source: list[str]) -> _Branch:
@@ -210,36 +225,35 @@ class Engine:
         last, preds = steps[-1]
         if named[-1][0] is None and preds:  # `*[ends-with(name(), 'Amount') ...]`: only such names
             suffix = _name_suffix(preds[0])
-        return _Branch(tuple(named), absolute, reference, suffix=suffix,
-                       parent=named[-2][0] if len(named) > 1 else None)
+        trivial = len(named) == 1 and not named[0][1] and not absolute and named[0][0] is not None
+        return _Branch(tuple(named), absolute, reference, suffix=suffix, trivial=trivial)
 
     def run(self, element: etree._Element, seen: dict[str, list[int]] | None = None) -> list[Hit]:
         """Every check that fires on the document of `element`, in SVRL order. `seen`, when
         given, counts per rule id [fired, passed] (the harness's exercised-rules list)."""
         doc = Doc(element.getroottree().getroot())
         hits: list[Hit] = []
-        idx, every, pos = doc.idx, doc.all, doc.pos
-        for rules in self.patterns:
+        idx, pos = doc.idx, doc.pos
+        for rules, (tagged, others) in zip(self.patterns, self._plans):
             fired: dict[Any, int] = {}
-            for rank, rule in enumerate(rules):
-                for branch in rule.branches:
-                    if branch.select is not None:
-                        for node in branch.select(doc.root, doc.vs({})):
-                            if node not in fired:
-                                fired[node] = rank
-                        continue
-                    last, parent = branch.steps[-1][0], branch.parent
-                    if last is not None:
-                        candidates = idx.get(last, NIL)
-                    elif branch.suffix:
-                        candidates = [el for tag in idx if tag.endswith(branch.suffix) for el in idx[tag]]
-                    else:
-                        candidates = every
-                    for el in candidates:
-                        if el in fired or parent is not None and (el.getparent() is None or el.getparent().tag != parent):
-                            continue
-                        if _matches(el, branch, doc):
+            for tag, branches in tagged.items():  # by name: each element takes its first rule
+                for el in idx.get(tag, NIL):
+                    for rank, branch in branches:
+                        if branch.trivial or _matches(el, branch, doc):
                             fired[el] = rank
+                            break
+            for rank, branch in others:  # `*` steps and contexts selected from the document
+                if branch.select is not None:
+                    for node in branch.select(doc.root, doc.vs({})):
+                        if fired.get(node, rank + 1) > rank:
+                            fired[node] = rank
+                    continue
+                suffix = branch.suffix
+                for tag in idx:
+                    if tag.endswith(suffix):
+                        for el in idx[tag]:
+                            if fired.get(el, rank + 1) > rank and _matches(el, branch, doc):
+                                fired[el] = rank
             for node in sorted(fired, key=pos.__getitem__):
                 rule = rules[fired[node]]
                 out = rule.function(node, doc)
@@ -300,7 +314,7 @@ def _matches(el: etree._Element, branch: _Branch, doc: Doc) -> bool:
     XPath error there: the branch as libxml2 evaluates it decides, as before)."""
     cur = el
     chain = []
-    for tag, preds in reversed(branch.steps):
+    for tag, preds in branch.up:
         if cur is None or (tag is not None and cur.tag != tag):
             return False
         if preds:
