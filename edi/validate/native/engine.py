@@ -137,8 +137,9 @@ class _Branch:
     reference: Any = None  # the branch as libxml2 checks it: asked when a predicate raises
     select: Any = None
     suffix: str = ""  # `*` whose first predicate is `ends-with(name(), suffix)`: names ending so
-    trivial: bool = False  # one name, no predicate, anywhere: every element of that name
     up: tuple = ()  # the steps from the last one up
+    root: str | None = None  # an absolute branch's first name (None: `/*`)
+    guarded: bool = False  # some step has predicates
 
 
 @dataclass
@@ -187,19 +188,7 @@ class Engine:
                     branch.up = branch.steps[::-1]
                 built.append(_Rule(branches, scope[name], rule.checks, wanted, rule.variables))
             self.patterns.append(built)
-        # per pattern: branches by the name of their last step (in rank order), and the others
-        self._plans: list[tuple[dict[str, list], list]] = []
-        for built in self.patterns:
-            tagged: dict[str, list] = {}
-            others: list = []
-            for rank, rule in enumerate(built):
-                for branch in rule.branches:
-                    last = branch.steps[-1][0] if branch.steps else None
-                    if last is None:
-                        others.append((rank, branch))
-                    else:
-                        tagged.setdefault(last, []).append((rank, branch))
-            self._plans.append((tagged, others))
+        self._plans = [_Plan(built) for built in self.patterns]
         self.closures = gen.closures
 
     def _branch(self, gen: Generator, branch: str, name: str, source: list[str]) -> _Branch:
@@ -225,8 +214,8 @@ class Engine:
         last, preds = steps[-1]
         if named[-1][0] is None and preds:  # `*[ends-with(name(), 'Amount') ...]`: only such names
             suffix = _name_suffix(preds[0])
-        trivial = len(named) == 1 and not named[0][1] and not absolute and named[0][0] is not None
-        return _Branch(tuple(named), absolute, reference, suffix=suffix, trivial=trivial)
+        return _Branch(tuple(named), absolute, reference, suffix=suffix, root=named[0][0] if absolute else None,
+                       guarded=any(fns for _, fns in named))
 
     def run(self, element: etree._Element, seen: dict[str, list[int]] | None = None) -> list[Hit]:
         """Every check that fires on the document of `element`, in SVRL order. `seen`, when
@@ -234,27 +223,55 @@ class Engine:
         doc = Doc(element.getroottree().getroot())
         hits: list[Hit] = []
         idx, pos = doc.idx, doc.pos
-        for rules, (tagged, others) in zip(self.patterns, self._plans):
+        paths, rt = doc.paths, doc.root.tag
+        for rules, plan in zip(self.patterns, self._plans):
             fired: dict[Any, int] = {}
-            for tag, branches in tagged.items():  # by name: each element takes its first rule
-                for el in idx.get(tag, NIL):
-                    for rank, branch in branches:
-                        if branch.trivial or _matches(el, branch, doc):
-                            fired[el] = rank
+            absolute, relative, lengths = plan.absolute, plan.relative, plan.lengths
+            for tag in plan.names:  # each element takes the first rule whose path its own fits
+                elements = idx.get(tag)
+                if elements is None:
+                    continue
+                for el in elements:
+                    p = paths[el]
+                    best = None
+                    for rank, branch in absolute.get(p, NIL):
+                        if (branch.root is None or branch.root == rt) and (
+                                not branch.guarded or _matches(el, branch, doc)):
+                            best = rank
                             break
-            for rank, branch in others:  # `*` steps and contexts selected from the document
+                    for k in lengths.get(tag, NIL):
+                        key = p[-k:] if k <= len(p) else (rt,) + p if k == len(p) + 1 else None
+                        for rank, branch in relative.get(key, NIL):
+                            if best is not None and rank >= best:
+                                break
+                            if not branch.guarded or _matches(el, branch, doc):
+                                best = rank
+                                break
+                    if best is not None:
+                        fired[el] = best
+            for rank, branch in plan.others:  # `*` steps and contexts selected from the document
                 if branch.select is not None:
                     for node in branch.select(doc.root, doc.vs({})):
                         if fired.get(node, rank + 1) > rank:
                             fired[node] = rank
                     continue
                 suffix = branch.suffix
+                if len(branch.up) == 1 and not branch.absolute:  # `*[p]`: the predicates alone
+                    preds = branch.up[0][1]
+                    for tag in idx:
+                        if tag.endswith(suffix):
+                            for el in idx[tag]:
+                                if fired.get(el, rank + 1) > rank and _holds(el, preds, branch, doc):
+                                    fired[el] = rank
+                    continue
                 for tag in idx:
                     if tag.endswith(suffix):
                         for el in idx[tag]:
                             if fired.get(el, rank + 1) > rank and _matches(el, branch, doc):
                                 fired[el] = rank
-            for node in sorted(fired, key=pos.__getitem__):
+            if not fired:
+                continue
+            for node in (sorted(fired, key=pos.__getitem__) if len(fired) > 1 else fired):
                 rule = rules[fired[node]]
                 out = rule.function(node, doc)
                 if seen is not None:
@@ -297,6 +314,33 @@ def _match_steps(t: Any) -> list[tuple[Any, list]] | None:
     return [(t, preds)]
 
 
+class _Plan:
+    """A pattern's contexts arranged for matching: branches keyed by their names (absolute ones
+    by the path below the root, the others by their own names, which end an element's path),
+    each list in rank order; `*` steps and selected contexts apart."""
+
+    def __init__(self, rules: list[_Rule]):
+        self.absolute: dict[tuple, list] = {}
+        self.relative: dict[tuple, list] = {}
+        lengths: dict[str, set[int]] = {}
+        self.others: list = []
+        names: set[str] = set()
+        for rank, rule in enumerate(rules):
+            for branch in rule.branches:
+                tags = tuple(tag for tag, _ in branch.steps)
+                if branch.select is not None or None in tags[1 if branch.absolute else 0:]:
+                    self.others.append((rank, branch))
+                elif branch.absolute:
+                    self.absolute.setdefault(tags[1:], []).append((rank, branch))
+                    names.add(tags[-1])
+                else:
+                    self.relative.setdefault(tags, []).append((rank, branch))
+                    lengths.setdefault(tags[-1], set()).add(len(tags))
+                    names.add(tags[-1])
+        self.lengths = {tag: tuple(sorted(ks)) for tag, ks in lengths.items()}
+        self.names = tuple(names)
+
+
 def _name_suffix(pred: Any) -> str:
     """'Amount' for `ends-with(name(), 'Amount')`, alone or first of an `and` (else '')."""
     while pred.symbol == "and" or pred.symbol == "(" and len(pred) == 1:
@@ -307,6 +351,17 @@ def _name_suffix(pred: Any) -> str:
         if name.symbol in ("name", "local-name") and len(name) == 0 and value and not set(value) & set(":}{"):
             return value
     return ""
+
+
+def _holds(el: etree._Element, preds: tuple, branch: _Branch, doc: Doc) -> bool:
+    """The predicates of a one-step branch on `el` (an XPath error: as `_matches`)."""
+    try:
+        for pred in preds:
+            if not pred(el, doc):
+                return False
+    except XPathError:
+        return bool(branch.reference is not None and branch.reference(el))
+    return True
 
 
 def _matches(el: etree._Element, branch: _Branch, doc: Doc) -> bool:

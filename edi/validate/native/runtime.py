@@ -49,36 +49,39 @@ class Doc:
     """One document being checked: its root, its elements by name and in document order, and
     (built on first use) the set of element and attribute paths the presence tests read."""
 
-    __slots__ = ("root", "idx", "pos", "all", "memo", "_paths", "_present", "_shared", "_by_last", "_rel", "_ends")
+    __slots__ = ("root", "idx", "pos", "all", "memo", "paths", "_present", "_shared", "_by_last", "_rel", "_ends")
 
     def __init__(self, root: etree._Element) -> None:
         self.root = root
         idx: dict[str, list] = {}
-        pos: dict[Any, int] = {}
-        every = []
-        for i, el in enumerate(root.iter(ELEMENT)):
+        pos: dict[Any, int] = {root: 0}
+        every = [root]
+        paths: dict[Any, tuple] = {root: ()}  # names from the root (the root itself is `()`)
+        idx[root.tag] = [root]
+        for i, el in enumerate(root.iterdescendants(ELEMENT), 1):
             pos[el] = i
             every.append(el)
-            found = idx.get(el.tag)
+            tag = el.tag
+            paths[el] = paths[el.getparent()] + (tag,)
+            found = idx.get(tag)
             if found is None:
-                idx[el.tag] = [el]
+                idx[tag] = [el]
             else:
                 found.append(el)
-        self.idx, self.pos, self.all = idx, pos, every
+        self.idx, self.pos, self.all, self.paths = idx, pos, every, paths
         self.memo: dict = {}
-        self._paths: dict | None = None
+        self._present: set | None = None
         self._rel: dict = {}
         self._ends: dict = {}
 
     def _build_paths(self) -> None:
-        """Paths of names from the root (the root itself is `()`), attributes as a last `@name`."""
+        """The set of element paths, with the attributes as a last `@name`."""
         root = self.root
-        paths: dict[Any, tuple] = {root: ()}
         present: set[tuple] = {("@" + a,) for a in root.keys()}
         shared: set[tuple] = set()
+        paths = self.paths
         for el in self.all[1:]:
-            p = paths[el.getparent()] + (el.tag,)
-            paths[el] = p
+            p = paths[el]
             if p in present:
                 shared.add(p)
             present.add(p)
@@ -87,16 +90,16 @@ class Doc:
         by_last: dict[str, list] = {}
         for p in present:
             by_last.setdefault(p[-1], []).append((root.tag,) + p)
-        self._paths, self._present, self._shared, self._by_last = paths, present, shared, by_last
+        self._present, self._shared, self._by_last = present, shared, by_last
 
     def rel(self, node: etree._Element) -> set | None:
         """The paths present under `node`, relative to it; None when other elements share its
         path (the set of paths cannot say which of them has what: the test walks this one)."""
         found = self._rel.get(node)
         if found is None and node not in self._rel:
-            if self._paths is None:
+            if self._present is None:
                 self._build_paths()
-            here = self._paths[node]
+            here = self.paths[node]
             if not here:
                 found = self._present
             elif here in self._shared:
@@ -111,7 +114,7 @@ class Doc:
         """Whether some element or attribute path of the document ends with `steps` (`//a/b`)."""
         found = self._ends.get(steps)
         if found is None:
-            if self._paths is None:
+            if self._present is None:
                 self._build_paths()
             k = len(steps)
             found = self._ends[steps] = any(p[-k:] == steps for p in self._by_last.get(steps[-1], NIL))
