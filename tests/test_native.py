@@ -222,3 +222,29 @@ def test_native_switch_starts_no_saxon(tmp_path):
 def test_settings_carry_the_engine():
     assert pool.Settings().engine == "saxon"
     assert pool.rule_versions("UBL", pool.Settings(engine="native"))[1].endswith("moteur natif")
+
+
+def _payment_means(ids: list[str], code_name: str = "") -> bytes:
+    """The sample with one PaymentMeans per id (a `name` attribute on the code when given)."""
+    attr = f' name="{code_name}"' if code_name else ""
+    means = "".join(f"<cac:PaymentMeans><cbc:PaymentMeansCode{attr}>30</cbc:PaymentMeansCode>"
+                    f"<cbc:PaymentID>{i}</cbc:PaymentID></cac:PaymentMeans>" for i in ids)
+    start = UBL.index(b"<cac:PaymentMeans>")
+    end = UBL.index(b"</cac:PaymentMeans>") + len(b"</cac:PaymentMeans>")
+    return UBL[:start] + means.encode() + UBL[end:]
+
+
+def test_preceding_axis_and_attributes_anywhere_agree_with_saxon():
+    """UBL-SR-44 (`count(//cbc:PaymentID[not(preceding::cbc:PaymentID/. = .)]) <= 1`) and
+    UBL-DT-18 (`count(//@name) - count(//cbc:PaymentMeansCode/@name) <= 0`) are generated with a
+    `preceding::` step and a `//@name` selection: both engines on documents that fire and pass them."""
+    other = UBL.replace(b"<cbc:IssueDate>", b'<cbc:Note name="x">n</cbc:Note><cbc:IssueDate>', 1)
+    assert other != UBL
+    docs = [("two-ids", _payment_means(["A1", "B2"])), ("same-ids", _payment_means(["A1", "A1"])),
+            ("code-name", _payment_means(["A1"], "virement")), ("other-name", other)]
+    report = differential.compare(docs)
+    assert report.disagreements == []
+    seen = report.seen["EN16931-UBL"]
+    for rule in ("UBL-SR-44", "UBL-DT-18"):
+        assert min(seen[rule]) >= 1, (rule, seen[rule])
+    assert "UBL-SR-44" in {rule for rule, _, _ in differential.native_hits("EN16931-UBL", docs[0][1])}

@@ -27,7 +27,7 @@ from edi.validate.native.xpath import _CASTS, EDI_NS, Compiler
 E, N, A, S, B, V, Q = "E", "N", "A", "S", "B", "V", "Q"
 _PYOP = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _MIRROR = {"=": "=", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
-_STEP_SYMBOLS = {"(name)", ":", "*", "@", "..", "[", "/", "//", "child", "self", "ancestor"}
+_STEP_SYMBOLS = {"(name)", ":", "*", "@", "..", "[", "/", "//", "child", "self", "ancestor", "preceding"}
 
 
 _NAME = re.compile(r"[cxqv]\d+")  # Python names the generator gives values
@@ -284,9 +284,24 @@ class Generator:
             return f"{'after' if s == 'substring-after' else 'before'}({a}, {b})", S
         if s in ("name", "local-name") and n <= 1:
             code, kind = self.ex(t[0], env) if n else (env.ctx, E)
+            if kind == N:
+                return f"{'nm' if s == 'name' else 'ln'}1({code})", S
             if kind != E:
-                raise Unsupported(f"{s}() of other than the context element")
+                raise Unsupported(f"{s}() of other than elements")
             return f"{'nm' if s == 'name' else 'ln'}({code})", S
+        if s == "substring" and n in (2, 3) and all(c.symbol == "(integer)" for c in list(t)[1:]):
+            text = self.string(t[0], env, s)
+            start = int(t[1].value)
+            end = f"{max(start + int(t[2].value), 1) - 1}" if n == 3 else ""
+            return f"{text}[{max(start, 1) - 1}:{end}]", S
+        if s == "cast" and n == 2:
+            target = str(t[1].value).removeprefix("xs:")
+            fn = _CASTS.get(target)
+            if fn is None or target == "string":
+                raise Unsupported(f"cast as {t[1].value}")
+            optional = t.source.rstrip().endswith("?")
+            cast = self.const(fn, key=("cast", target))
+            return f"castas({cast}, {self.q(*self.ex(t[0], env))}, {optional})", V
         if s == "concat":
             return "(" + " + ".join(self.string(c, env, s) for c in t) + ")", S
         if s == "codelist" and n == 2 and t[0].symbol == "(string)":
@@ -404,6 +419,8 @@ class Generator:
             return self.filter(code, preds, env), N
         if base.symbol in ("/", "//"):  # `/a/b` parses as /(a) then /b: not at this level
             raise Unsupported("absolute path shape")
+        if base.symbol == "@" and descendant and not preds and self.clark(base[0]) is not None:
+            return f"atall(X, {self.clark(base[0])!r})", A
         if base.symbol == "@" or (descendant and any(_positional(p) for p in preds)):
             raise Unsupported("absolute attribute or positional step")
         tag = self.clark(base)
@@ -446,6 +463,8 @@ class Generator:
         if s == "ancestor" and n == 1:
             tag = self.clark(t[0])
             return f"anc({ctx}, {'ELEMENT' if tag is None else repr(tag)})", N
+        if s == "preceding" and n == 1 and self.clark(t[0]) is not None:
+            return f"prec(X, {ctx}, {self.clark(t[0])!r})", N
         if s in ("/", "//"):
             return self.path(t, env.at(ctx))
         if s in _STEP_SYMBOLS:

@@ -192,6 +192,44 @@ def nm(el: etree._Element) -> str:
     return f"{prefix}:{ln(el)}" if prefix else ln(el)
 
 
+def ln1(nodes: Any) -> str:
+    """local-name() of at most one element."""
+    if len(nodes) > 1:
+        raise XPathError("XPTY0004: local-name() on a sequence of several items")
+    return ln(nodes[0]) if nodes else ""
+
+
+def nm1(nodes: Any) -> str:
+    if len(nodes) > 1:
+        raise XPathError("XPTY0004: name() on a sequence of several items")
+    return nm(nodes[0]) if nodes else ""
+
+
+def prec(doc: Doc, el: etree._Element, tag: str) -> list:
+    """`preceding::tag`: the elements of that name before `el`, its ancestors excepted."""
+    here = doc.pos[el]
+    before = [e for e in doc.idx.get(tag, NIL) if doc.pos[e] < here]
+    if before:
+        ancestors = set(el.iterancestors())
+        before = [e for e in before if e not in ancestors]
+    return before
+
+
+def atall(doc: Doc, name: str) -> list:
+    """`//@name`: the values of that attribute on every element, in document order."""
+    return [v for v in (el.get(name) for el in doc.all) if v is not None]
+
+
+def castas(fn: Any, seq: list, optional: bool) -> Any:
+    """`... cast as xs:type` (`?`: the empty sequence allowed)."""
+    items = atomize(seq)
+    if len(items) != 1:
+        if not items and optional:
+            return None
+        raise XPathError("XPTY0004: cast of an empty sequence or of several items")
+    return fn(items[0])
+
+
 def srt(nodes: list, doc: Doc) -> list:
     """Distinct elements in document order (after a step that can repeat or reorder them)."""
     if len(nodes) < 2:
