@@ -219,6 +219,36 @@ def test_native_switch_starts_no_saxon(tmp_path):
     assert list(tmp_path.glob("*.json"))  # the compiled form went to the configured cache
 
 
+def _in_fresh_process(cache: Path, code: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"EDI_NATIVE_CACHE": str(cache), "PATH": "/usr/bin:/bin"},
+                         cwd=Path(__file__).parent.parent)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_generated_code_is_cached_and_reused_without_parsing(tmp_path):
+    """The first process generates the rules' code and stores it under the stylesheet's hash;
+    the next one runs from it without parsing any XPath (elementpath never imported), with the
+    same findings; a damaged entry is generated again."""
+    code = (
+        "import sys, json\n"
+        "from lxml import etree\n"
+        "from edi.validate.native import engine_for\n"
+        f"raw = open({str(SAMPLES / 'ubl_invoice.xml')!r}, 'rb').read().replace(b'>380<', b'>999<')\n"
+        "hits = engine_for('EN16931-UBL').run(etree.fromstring(raw))\n"
+        "print(json.dumps({'hits': sorted(h.id for h in hits), 'parsed': 'elementpath' in sys.modules}))\n"
+    )
+    first = _in_fresh_process(tmp_path, code)
+    [generated] = tmp_path.glob("*.gen-*.json")
+    second = _in_fresh_process(tmp_path, code)
+    assert "BR-CL-01" in first["hits"] and first["parsed"] is True
+    assert second == {"hits": first["hits"], "parsed": False}
+    generated.write_text("{not json", encoding="utf-8")
+    third = _in_fresh_process(tmp_path, code)
+    assert third == {"hits": first["hits"], "parsed": True}
+    assert json.loads(generated.read_text(encoding="utf-8"))["source"].startswith("def ")
+
+
 def test_settings_carry_the_engine():
     assert pool.Settings().engine == "saxon"
     assert pool.rule_versions("UBL", pool.Settings(engine="native"))[1].endswith("moteur natif")

@@ -16,8 +16,10 @@ checks that fire (an assert whose test is false, a report whose test is true).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from edi.validate.native import runtime
@@ -67,6 +69,7 @@ class Generator:
     def __init__(self, ruleset: RuleSet):
         self.ruleset = ruleset
         self.fallback = Compiler(ruleset.namespaces, ruleset.codelists, strict=True)
+        self.loose = Compiler(ruleset.namespaces, ruleset.codelists)  # contexts' references
         self.namespaces = {**ruleset.namespaces, "edi": EDI_NS}
         self.lists = {k: frozenset(v) for k, v in ruleset.codelists.items()}
         self.consts: dict[str, Any] = {}
@@ -86,12 +89,14 @@ class Generator:
         self._n += 1
         return f"{prefix}{self._n}"
 
-    def const(self, value: Any, key: Any = None) -> str:
+    def const(self, value: Any, key: Any = None, raw: bool = False) -> str:
+        """The name of a constant of the generated code; `consts` keeps it JSON-encoded
+        (`encode`; `raw`: already in the form `Engine` decodes: a closure or a cast)."""
         key = key if key is not None else (type(value).__name__, value)
         name = self._const_names.get(key)
         if name is None:
             name = self._const_names[key] = f"K{len(self.consts)}"
-            self.consts[name] = value
+            self.consts[name] = value if raw else encode(value)
         return name
 
     def clark(self, t: Any) -> str | None:
@@ -209,9 +214,10 @@ class Generator:
             if name not in env.vars:
                 raise Unsupported(f"variable ${name}")
             args.append(f"{name!r}: {self.q(*env.vars[name], atomizing=False)}")
-        fn = self.fallback.build(t, {})
+        self.fallback.build(t, {})  # refused now (NotNative) rather than at the first document
         self.closures += 1
-        name = self.const(fn, key=("closure", id(fn)))
+        spec = {"x": t.source, "v": sorted(env.vars)}
+        name = self.const(spec, key=("closure", t.source, tuple(spec["v"])), raw=True)
         return f"{name}({env.ctx}, X.vs({{{', '.join(args)}}}))", Q
 
     def _ex(self, t: Any, env: Env) -> tuple[str, str]:
@@ -300,7 +306,7 @@ class Generator:
             if fn is None or target == "string":
                 raise Unsupported(f"cast as {t[1].value}")
             optional = t.source.rstrip().endswith("?")
-            cast = self.const(fn, key=("cast", target))
+            cast = self.const({"c": target}, key=("cast", target), raw=True)
             return f"castas({cast}, {self.q(*self.ex(t[0], env))}, {optional})", V
         if s == "concat":
             return "(" + " + ".join(self.string(c, env, s) for c in t) + ")", S
@@ -332,7 +338,8 @@ class Generator:
         fn = _CASTS.get(t.symbol)
         if fn is None or t.symbol in ("string", "boolean"):
             raise Unsupported(f"xs:{t.symbol}")
-        return f"cast({self.const(fn, key=('cast', t.symbol))}, {self.q(*self.ex(t[0], env))})", V
+        name = self.const({"c": t.symbol}, key=("cast", t.symbol), raw=True)
+        return f"cast({name}, {self.q(*self.ex(t[0], env))})", V
 
     def compare(self, t: Any, env: Env) -> str:
         op = t.symbol
@@ -658,6 +665,47 @@ def _child_like(t: Any) -> bool:
     elements in document order (child, attribute and self steps)."""
     base, _ = _predicates(t)
     return base.symbol in ("(name)", ":", "*", "@", "child", "self")
+
+
+def _digest() -> str:
+    """What the generated form depends on besides the stylesheet: this generator, the runtime
+    its code calls and the XPath semantics they share (any change: generated again)."""
+    here = Path(__file__).parent
+    data = b"".join((here / f).read_bytes() for f in ("codegen.py", "runtime.py", "xpath.py", "engine.py"))
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+GENERATOR = _digest()
+
+
+def encode(value: Any) -> Any:
+    """A constant as JSON (tuples, frozensets, dicts, decimals, lists tagged)."""
+    if isinstance(value, tuple):
+        return {"t": [encode(v) for v in value]}
+    if isinstance(value, frozenset):
+        return {"f": sorted(value)}
+    if isinstance(value, dict):
+        return {"d": [[encode(k), encode(v)] for k, v in value.items()]}
+    if isinstance(value, Decimal):
+        return {"D": str(value)}
+    if isinstance(value, list):
+        return {"l": [encode(v) for v in value]}
+    return value
+
+
+def decode(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    [(tag, v)] = value.items()
+    if tag == "t":
+        return tuple(decode(x) for x in v)
+    if tag == "f":
+        return frozenset(v)
+    if tag == "d":
+        return {decode(k): decode(x) for k, x in v}
+    if tag == "D":
+        return Decimal(v)
+    return [decode(x) for x in v]
 
 
 def namespace() -> dict[str, Any]:

@@ -11,16 +11,19 @@ where the meaning is the same, Python closures with XPath 2.0 semantics elsewher
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lxml import etree
 
-from edi.validate.native.codegen import Generator, Unsupported, _uses_position
+from edi.validate.native.codegen import GENERATOR, Generator, Unsupported, _uses_position, decode
 from edi.validate.native.codegen import namespace as codegen_namespace
-from edi.validate.native.compiler import Check, RuleSet
+from edi.validate.native.compiler import Check, RuleSet, cache_dir
 from edi.validate.native.runtime import NIL, Doc
-from edi.validate.native.xpath import Compiler, Untranslatable, XPathError, string_value
+from edi.validate.native.xpath import _CASTS, Compiler, Untranslatable, XPathError, string_value
 
 
 @dataclass(frozen=True)
@@ -153,69 +156,64 @@ class _Rule:
 
 
 class Engine:
-    """One compiled rule set turned into generated Python (`codegen`); `run()` per document."""
+    """One compiled rule set turned into generated Python (`codegen`); `run()` per document.
 
-    def __init__(self, ruleset: RuleSet):
+    The generated form (source, constants, how contexts are matched) is plain JSON kept next to
+    the compiled rules (`compiler.cache_dir()`), under the stylesheet's SHA-256 and a digest of
+    the generator's own code: a worker that finds it compiles the source and never parses an
+    XPath expression (nor imports `elementpath`) unless a document needs one of the few
+    closures or a message computed from the document. The cache folder is trusted like the
+    code itself (its source is executed): it must be writable by the platform's user only."""
+
+    def __init__(self, ruleset: RuleSet, cache: Path | None = None):
         self.ruleset = ruleset
-        gen = self._gen = Generator(ruleset)
-        self._loose = Compiler(ruleset.namespaces, ruleset.codelists)  # contexts, as before
-        source: list[str] = []
-        plan = []
-        try:
-            for p, pattern in enumerate(ruleset.patterns):
-                rules = []
-                for r, rule in enumerate(pattern.rules):
-                    wanted = [i for i, c in enumerate(rule.checks) if c.kind == "assert" or c.flag]
-                    name = f"r{p}_{r}"
-                    source.append(gen.rule_function(name, rule, wanted))
-                    branches = [self._branch(gen, branch, f"m{p}_{r}_{b}", source)
-                                for b, branch in enumerate(_branches(rule.context))]
-                    rules.append((name, branches, wanted, rule))
-                plan.append(rules)
-        except (Unsupported, Untranslatable, XPathError) as exc:
-            raise NotNative(str(exc)) from exc
-        except Exception as exc:  # elementpath parse errors: a construct it does not know
-            raise NotNative(f"{type(exc).__name__}: {exc}") from exc
-        self.source = "\n\n\n".join(gen.functions + source) + "\n"
-        scope = {**codegen_namespace(), **gen.consts}
+        self._compiler: Compiler | None = None
+        self._loose: Compiler | None = None
+        spec = _read_spec(ruleset, cache)
+        if spec is None:
+            spec = generate(ruleset)
+            _write_spec(ruleset, spec, cache)
+        self.source = spec["source"]
+        scope = {**codegen_namespace(), **{k: self._decode(v) for k, v in spec["consts"].items()}}
         exec(compile(self.source, f"<native {ruleset.name}>", "exec"), scope)  # noqa: S102 - generated here
         self.patterns: list[list[_Rule]] = []
-        for rules in plan:
+        for pattern, rules in zip(ruleset.patterns, spec["patterns"]):
             built = []
-            for name, branches, wanted, rule in rules:
-                for branch in branches:
-                    branch.steps = tuple((tag, tuple(scope[f] for f in fns)) for tag, fns in branch.steps)
-                    branch.up = branch.steps[::-1]
-                built.append(_Rule(branches, scope[name], rule.checks, wanted, rule.variables))
+            for rule, r in zip(pattern.rules, rules):
+                branches = [self._branch(b, scope) for b in r["branches"]]
+                built.append(_Rule(branches, scope[r["function"]], rule.checks, r["evaluated"], rule.variables))
             self.patterns.append(built)
         self._plans = [_Plan(built) for built in self.patterns]
-        self.closures = gen.closures
+        self.closures = spec["closures"]
 
-    def _branch(self, gen: Generator, branch: str, name: str, source: list[str]) -> _Branch:
-        """The branch as names and predicate functions (their source appended), or a select."""
-        absolute = branch.startswith("/") and not branch.startswith("//")
-        body = branch[2:] if branch.startswith("//") else branch.lstrip("/")
-        steps = _match_steps(gen.fallback.parse(body, ()))
-        if steps is None:
-            expr = branch if branch.startswith("/") else "//" + branch
-            return _Branch(select=self._loose.compile(expr, {}))
-        named = []
-        for i, (test, preds) in enumerate(steps):
-            fns = []
-            for j, pred in enumerate(preds):
-                fns.append(f"{name}_{i}_{j}")
-                source.append(gen.predicate_function(fns[-1], pred))
-            named.append((gen.clark(test), fns))
+    def compiler(self, loose: bool = False) -> Compiler:
+        """The `xpath` compiler (strict, or `loose` as contexts were matched before), built on
+        first need: messages computed from the document, closures, predicate errors."""
+        if loose:
+            if self._loose is None:
+                self._loose = Compiler(self.ruleset.namespaces, self.ruleset.codelists)
+            return self._loose
+        if self._compiler is None:
+            self._compiler = Compiler(self.ruleset.namespaces, self.ruleset.codelists, strict=True)
+        return self._compiler
+
+    def _decode(self, value: Any) -> Any:
+        if isinstance(value, dict) and "x" in value:
+            return _Lazy(self, lambda c: c.build(c.parse(value["x"], tuple(value["v"])), {}))
+        if isinstance(value, dict) and "c" in value:
+            return _CASTS[value["c"]]
+        return decode(value)
+
+    def _branch(self, b: dict, scope: dict) -> _Branch:
+        if b["select"] is not None:
+            return _Branch(select=_Lazy(self, lambda c: c.compile(b["select"], {}), loose=True))
+        steps = tuple((tag, tuple(scope[f] for f in fns)) for tag, fns in b["steps"])
         reference = None
-        if any(preds for _, preds in steps):
-            matches = _plain_matches(self._loose, branch)
-            reference = matches[0][2] if matches else None
-        suffix = ""
-        last, preds = steps[-1]
-        if named[-1][0] is None and preds:  # `*[ends-with(name(), 'Amount') ...]`: only such names
-            suffix = _name_suffix(preds[0])
-        return _Branch(tuple(named), absolute, reference, suffix=suffix, root=named[0][0] if absolute else None,
-                       guarded=any(fns for _, fns in named))
+        if b["guarded"]:
+            reference = _Lazy(self, lambda c: (_plain_matches(c, b["text"]) or [(None, None, lambda el: False)])[0][2],
+                              loose=True)
+        return _Branch(steps, b["absolute"], reference, suffix=b["suffix"], up=steps[::-1],
+                       root=steps[0][0] if b["absolute"] else None, guarded=b["guarded"])
 
     def run(self, element: etree._Element, seen: dict[str, list[int]] | None = None) -> list[Hit]:
         """Every check that fires on the document of `element`, in SVRL order. `seen`, when
@@ -285,7 +283,7 @@ class Engine:
     def _message(self, rule: _Rule, check: Check, node: Any, doc: Doc) -> str:
         if all(kind == "t" for kind, _ in check.text):
             return " ".join("".join(part for _, part in check.text).split())
-        c = self._gen.fallback
+        c = self.compiler()
         names = tuple(n for n, _ in rule.variables)
         if rule.values is None:
             rule.values = [(name, c.compile(select, {}, names[:i])) for i, (name, select) in enumerate(rule.variables)]
@@ -312,6 +310,91 @@ def _match_steps(t: Any) -> list[tuple[Any, list]] | None:
     if not named and not (t.symbol == "*" and len(t) == 0):
         return None
     return [(t, preds)]
+
+
+def generate(ruleset: RuleSet) -> dict:
+    """The generated form of a rule set (see `Engine`), or NotNative with the reason."""
+    gen = Generator(ruleset)
+    source: list[str] = []
+    patterns = []
+    try:
+        for p, pattern in enumerate(ruleset.patterns):
+            rules = []
+            for r, rule in enumerate(pattern.rules):
+                wanted = [i for i, c in enumerate(rule.checks) if c.kind == "assert" or c.flag]
+                name = f"r{p}_{r}"
+                source.append(gen.rule_function(name, rule, wanted))
+                branches = [_branch_spec(gen, branch, f"m{p}_{r}_{b}", source)
+                            for b, branch in enumerate(_branches(rule.context))]
+                rules.append({"function": name, "evaluated": wanted, "branches": branches})
+            patterns.append(rules)
+    except (Unsupported, Untranslatable, XPathError) as exc:
+        raise NotNative(str(exc)) from exc
+    except Exception as exc:  # elementpath parse errors: a construct it does not know
+        raise NotNative(f"{type(exc).__name__}: {exc}") from exc
+    return {"source": "\n\n\n".join(gen.functions + source) + "\n", "consts": gen.consts,
+            "patterns": patterns, "closures": gen.closures}
+
+
+def _branch_spec(gen: Generator, branch: str, name: str, source: list[str]) -> dict:
+    """A context branch as names and predicate functions (their source appended), or as an
+    expression selecting its nodes from the document."""
+    absolute = branch.startswith("/") and not branch.startswith("//")
+    body = branch[2:] if branch.startswith("//") else branch.lstrip("/")
+    steps = _match_steps(gen.fallback.parse(body, ()))
+    spec = {"text": branch, "steps": [], "absolute": absolute, "suffix": "", "guarded": False, "select": None}
+    if steps is None:
+        gen.loose.compile(branch if branch.startswith("/") else "//" + branch, {})  # refused now, not later
+        return {**spec, "select": branch if branch.startswith("/") else "//" + branch}
+    for i, (test, preds) in enumerate(steps):
+        fns = []
+        for j, pred in enumerate(preds):
+            fns.append(f"{name}_{i}_{j}")
+            source.append(gen.predicate_function(fns[-1], pred))
+        spec["steps"].append([gen.clark(test), fns])
+        spec["guarded"] = spec["guarded"] or bool(preds)
+    if spec["guarded"]:
+        _plain_matches(gen.loose, branch)  # the reference for predicate errors: built now to refuse early
+    if spec["steps"][-1][0] is None and steps[-1][1]:  # `*[ends-with(name(), 'Amount') ...]`
+        spec["suffix"] = _name_suffix(steps[-1][1][0])
+    return spec
+
+
+class _Lazy:
+    """An `xpath` closure built on its first call (parsing needs `elementpath`)."""
+
+    __slots__ = ("engine", "build", "loose", "fn")
+
+    def __init__(self, engine: Engine, build: Any, loose: bool = False):
+        self.engine, self.build, self.loose, self.fn = engine, build, loose, None
+
+    def __call__(self, *args: Any) -> Any:
+        if self.fn is None:
+            self.fn = self.build(self.engine.compiler(self.loose))
+        return self.fn(*args)
+
+
+def _spec_path(ruleset: RuleSet, cache: Path | None) -> Path:
+    return (cache or cache_dir()) / f"{ruleset.sha256}.gen-{GENERATOR}.json"
+
+
+def _read_spec(ruleset: RuleSet, cache: Path | None) -> dict | None:
+    path = _spec_path(ruleset, cache)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # absent or damaged: generated again
+
+
+def _write_spec(ruleset: RuleSet, spec: dict, cache: Path | None) -> None:
+    path = _spec_path(ruleset, cache)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(spec), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache: generated again next time
 
 
 class _Plan:

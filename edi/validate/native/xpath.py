@@ -25,7 +25,6 @@ from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, localcontext
 from functools import lru_cache
 from typing import Any
 
-from elementpath import XPath2Parser
 from lxml import etree
 
 EDI_NS = "urn:edi:native"
@@ -606,7 +605,7 @@ class Compiler:
         self.extensions = _ext_functions(self.lists)
         self.translated = 0  # subtrees handed whole to libxml2
         self.closures = 0  # Python nodes
-        self._parsers: dict[frozenset[str], XPath2Parser] = {}  # per set of in-scope variables
+        self._parsers: dict[frozenset[str], Any] = {}  # per set of in-scope variables
 
     def parse(self, expr: str, variables: tuple[str, ...]) -> Any:
         """The token tree of an expression. One parser per set of in-scope variables: building
@@ -614,6 +613,8 @@ class Compiler:
         key = frozenset(variables)
         parser = self._parsers.get(key)
         if parser is None:
+            from elementpath import XPath2Parser  # only when parsing: a cached engine never does
+
             parser = XPath2Parser(namespaces=self.namespaces, variable_types={v: "item()*" for v in variables})
             parser.external_function(lambda a, b: True, name="codelist", prefix="edi",
                                      sequence_types=("xs:string", "item()*", "xs:boolean"))
