@@ -124,8 +124,9 @@ class ValidationSettings(Section):
     processes: int = key(0, "invoice-check pool (UBL/CII schematron); 0 = number of cores",
                          expected="a whole number of processes (0 = number of cores)", unit="processes", ge=0)
     schematron: bool = key(True, "EN 16931 schematron after the XSD", expected="true or false")
-    engine: Literal["native", "saxon"] = key("saxon", "how the EN 16931 / BR-FR rules run: the official "
-                                             "XSLT on Saxon, or the native engine", expected='"native" or "saxon"')
+    engine: Literal["native", "saxon"] = key("native", "how the EN 16931 / BR-FR rules run: the native engine "
+                                             "(generated from the official XSLT, same verdicts) or the XSLT "
+                                             "on Saxon", expected='"native" or "saxon"')
 
 
 class RulesSettings(Section):

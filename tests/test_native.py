@@ -250,7 +250,7 @@ def test_generated_code_is_cached_and_reused_without_parsing(tmp_path):
 
 
 def test_settings_carry_the_engine():
-    assert pool.Settings().engine == "saxon"
+    assert pool.Settings().engine == "native"
     assert pool.rule_versions("UBL", pool.Settings(engine="native"))[1].endswith("moteur natif")
 
 

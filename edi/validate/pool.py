@@ -51,7 +51,7 @@ class Settings:
     schematron: bool = True
     french: bool = False  # BR-FR (reform Flux 2) rules on top of EN 16931
     overrides: tuple[tuple[str, str], ...] = ()  # [rules.severity], hashable (executor key)
-    engine: str = "saxon"  # [validation] engine: "saxon" or "native" (edi.validate.native)
+    engine: str = "native"  # [validation] engine: "native" (edi.validate.native) or "saxon"
 
 
 # Platform rules that need nothing but the invoice: they run where the document checks run (on
