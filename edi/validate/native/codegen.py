@@ -131,7 +131,7 @@ class Generator:
     @staticmethod
     def ebv_of(code: str, kind: str) -> str:
         if kind in (N, A):
-            return f"(len({code}) > 0)"
+            return f"(not not {code})"
         if kind == E:
             return "True"
         if kind == B:
@@ -145,7 +145,7 @@ class Generator:
     @staticmethod
     def exists_of(code: str, kind: str) -> str:
         if kind in (N, A, Q):
-            return f"(len({code}) > 0)"
+            return f"(not not {code})"
         if kind == V:
             return f"({code} is not None)"
         return "True"
