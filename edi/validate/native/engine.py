@@ -22,7 +22,7 @@ from lxml import etree
 from edi.validate.native.codegen import GENERATOR, Generator, Unsupported, _uses_position, decode
 from edi.validate.native.codegen import namespace as codegen_namespace
 from edi.validate.native.compiler import Check, RuleSet, cache_dir
-from edi.validate.native.runtime import NIL, Doc
+from edi.validate.native.runtime import Doc
 from edi.validate.native.xpath import _CASTS, Compiler, Untranslatable, XPathError, string_value
 
 
@@ -184,6 +184,8 @@ class Engine:
                 built.append(_Rule(branches, scope[r["function"]], rule.checks, r["evaluated"], rule.variables))
             self.patterns.append(built)
         self._plans = [_Plan(built) for built in self.patterns]
+        self._names = tuple({name for plan in self._plans for name in plan.names})
+        self._known: dict[str, dict[tuple, tuple]] = {}  # root name -> element path -> (pattern, branches)
         self.closures = spec["closures"]
 
     def compiler(self, loose: bool = False) -> Compiler:
@@ -222,31 +224,26 @@ class Engine:
         hits: list[Hit] = []
         idx, pos = doc.idx, doc.pos
         paths, rt = doc.paths, doc.root.tag
-        for rules, plan in zip(self.patterns, self._plans):
-            fired: dict[Any, int] = {}
-            absolute, relative, lengths = plan.absolute, plan.relative, plan.lengths
-            for tag in plan.names:  # each element takes the first rule whose path its own fits
-                elements = idx.get(tag)
-                if elements is None:
-                    continue
-                for el in elements:
-                    p = paths[el]
-                    best = None
-                    for rank, branch in absolute.get(p, NIL):
-                        if (branch.root is None or branch.root == rt) and (
-                                not branch.guarded or _matches(el, branch, doc)):
-                            best = rank
+        matched: list[dict[Any, int]] = [{} for _ in self.patterns]  # per pattern: element -> rule
+        known = self._known.get(rt)
+        if known is None or len(known) > 100_000:  # bounded, whatever the documents
+            known = self._known[rt] = {}
+        for tag in self._names:  # each element takes, per pattern, the first rule its path fits
+            elements = idx.get(tag)
+            if elements is None:
+                continue
+            for el in elements:
+                p = paths[el]
+                candidates = known.get(p)
+                if candidates is None:
+                    candidates = known[p] = tuple((i, c) for i, plan in enumerate(self._plans)
+                                                  if (c := plan.candidates(rt, p)))
+                for i, branches in candidates:
+                    for rank, branch in branches:
+                        if not branch.guarded or _matches(el, branch, doc):
+                            matched[i][el] = rank
                             break
-                    for k in lengths.get(tag, NIL):
-                        key = p[-k:] if k <= len(p) else (rt,) + p if k == len(p) + 1 else None
-                        for rank, branch in relative.get(key, NIL):
-                            if best is not None and rank >= best:
-                                break
-                            if not branch.guarded or _matches(el, branch, doc):
-                                best = rank
-                                break
-                    if best is not None:
-                        fired[el] = best
+        for rules, plan, fired in zip(self.patterns, self._plans, matched):
             for rank, branch in plan.others:  # `*` steps and contexts selected from the document
                 if branch.select is not None:
                     for node in branch.select(doc.root, doc.vs({})):
@@ -422,6 +419,17 @@ class _Plan:
                     names.add(tags[-1])
         self.lengths = {tag: tuple(sorted(ks)) for tag, ks in lengths.items()}
         self.names = tuple(names)
+
+    def candidates(self, root: str, path: tuple) -> tuple:
+        """The branches an element at `path` (below a root named `root`) fits by its names, in
+        rank order; their predicates are left to `_matches`."""
+        found = [(rank, b) for rank, b in self.absolute.get(path, ()) if b.root is None or b.root == root]
+        full = (root, *path)
+        for k in self.lengths.get(full[-1], ()):
+            if k <= len(full):
+                found += self.relative.get(full[-k:], ())
+        found.sort(key=lambda rb: rb[0])
+        return tuple(found)
 
 
 def _name_suffix(pred: Any) -> str:
