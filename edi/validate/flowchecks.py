@@ -17,20 +17,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lxml import etree
-from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 
-from edi import db
 from edi.config import LimitsSettings
-from edi.db.models import Flow
 from edi.finding import Finding
 from edi.interfaces import (
     CPP_ENVELOPE, CPP_FLOW, CPP_INVOICE, CPP_INVOICES, CPP_STATUS, CPP_STATUS_LINE, CPP_STATUS_LINES, EXTENSIONS,
     INTERFACES,
 )
 from edi.validate import xsd
+
+if TYPE_CHECKING:
+    from edi.db.models import Flow
 
 # code -> French message (one line, as the operator reads it in the report)
 MESSAGES = {
@@ -142,6 +142,12 @@ def check_sender(name: FlowName, folder_app: str | None, partner) -> None:
 def reserve_flow_id(url: str, flow: Flow, name: FlowName) -> None:
     """Claim APP/FLOWID for this flow (a unique key: a second flow with it is IRR_UNCITE), and
     record its FLOWID at once so that ops can find it by that id even if it fails later."""
+    from sqlalchemy import update  # here: validation workers import this module, not the database
+    from sqlalchemy.exc import IntegrityError
+
+    from edi import db
+    from edi.db.models import Flow
+
     key = f"{name.app}/{name.flow_ref}"
     if flow.flow_key == key:
         return
