@@ -461,7 +461,9 @@ class Generator:
             return self._ex(t, env.at(ctx))  # xs:decimal(...) as a step
         if s in ("(name)", ":") or (s == "*" and n == 0):
             tag = self.clark(t)
-            return f"list({ctx}.iterchildren({'ELEMENT' if tag is None else repr(tag)}))", N
+            if tag is None:
+                return f"list({ctx}.iterchildren(ELEMENT))", N
+            return f"ch(X, {ctx}, {tag!r})", N
         if s == "child" and n == 1:
             return self.step(ctx, t[0], env)
         if s == "self" and n == 1:

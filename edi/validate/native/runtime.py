@@ -49,7 +49,7 @@ class Doc:
     """One document being checked: its root, its elements by name and in document order, and
     (built on first use) the set of element and attribute paths the presence tests read."""
 
-    __slots__ = ("root", "idx", "pos", "all", "memo", "paths", "_present", "_shared", "_by_last", "_rel", "_ends")
+    __slots__ = ("root", "idx", "pos", "all", "memo", "paths", "kids", "_present", "_shared", "_by_last", "_rel", "_ends")
 
     def __init__(self, root: etree._Element) -> None:
         self.root = root
@@ -70,6 +70,7 @@ class Doc:
                 found.append(el)
         self.idx, self.pos, self.all, self.paths = idx, pos, every, paths
         self.memo: dict = {}
+        self.kids: dict = {}  # element -> its children by name (built when first asked)
         self._present: set | None = None
         self._rel: dict = {}
         self._ends: dict = {}
@@ -149,6 +150,21 @@ def present(rel: set | None, table: dict, node: etree._Element) -> set[int]:
 
 
 # --- nodes ------------------------------------------------------------------------------------
+
+def ch(doc: Doc, el: etree._Element, tag: str) -> Any:
+    """The children of `el` named `tag`, in order: the rules ask one element for many names
+    (a monetary total for its eight amounts, twice each), so its children are sorted once."""
+    kids = doc.kids.get(el)
+    if kids is None:
+        kids = doc.kids[el] = {}
+        for c in el.iterchildren(ELEMENT):
+            found = kids.get(c.tag)
+            if found is None:
+                kids[c.tag] = [c]
+            else:
+                found.append(c)
+    return kids.get(tag, NIL)
+
 
 def sv(el: etree._Element) -> str:
     """String value of an element."""
