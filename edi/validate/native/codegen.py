@@ -81,6 +81,7 @@ class Generator:
         self.string_lists: set[str] = set()  # codes of lists of strings (`a/normalize-space(b)`)
         self.value_lists: set[str] = set()  # codes of lists of atomic values (`a/xs:decimal(b)`)
         self.keyed: dict[str, tuple[str, str, bool]] = {}  # `key == 'lit'` tests: key, literal, key is a list
+        self.ints: set[str] = set()  # codes of xs:integer values
         self.hashable: set[str] = set()  # quantifier variables holding one element or atomic value
 
     # --- helpers ------------------------------------------------------------------------------
@@ -167,10 +168,15 @@ class Generator:
             return f"q1({code}, {fname!r})"
         raise Unsupported(f"{fname}() of a boolean")
 
+    def integer(self, code: str) -> tuple[str, str]:
+        """A value known to be an xs:integer (never empty): counts, lengths, integer literals."""
+        self.ints.add(code)
+        return code, V
+
     def number(self, t: Any, env: Env) -> str:
         """An arithmetic operand: None for the empty sequence, untyped values as xs:double."""
         code, kind = self.ex(t, env)
-        if kind == V and _NUMERIC.match(code):
+        if kind == V and (code in self.ints or _NUMERIC.match(code)):
             return code
         return {E: f"nn([{code}])", N: f"nn({code})", A: f"na({code})", V: f"nv({code})",
                 Q: f"num({code})", S: f"num([{code}])", B: f"num([{code}])"}[kind]
@@ -183,7 +189,7 @@ class Generator:
         except Unsupported:
             code, kind = self.closure(t, env)
         hoisted = self.hoist(code)
-        for known in (self.string_lists, self.value_lists):
+        for known in (self.string_lists, self.value_lists, self.ints):
             if code in known:
                 known.add(hoisted)
         return hoisted, kind
@@ -227,7 +233,7 @@ class Generator:
         if s == "(string)":
             return repr(t.value), S
         if s == "(integer)":
-            return repr(int(t.value)), V
+            return self.integer(repr(int(t.value)))
         if s == "(decimal)":
             return self.const(Decimal(str(t.value))), V
         if s in ("true", "false") and n == 0:
@@ -244,7 +250,10 @@ class Generator:
         if s == ":" and n == 2 and t[0].value in ("fn", "edi") and t[1].symbol != "(name)":
             return self._ex(t[1], env)
         if s in ("+", "-", "*", "div", "mod") and n == 2:
-            return f"ar({s!r}, {self.number(t[0], env)}, {self.number(t[1], env)})", V
+            a, b = self.number(t[0], env), self.number(t[1], env)
+            if s in ("+", "-", "*") and a in self.ints and b in self.ints:
+                return self.integer(f"({a} {s} {b})")
+            return f"ar({s!r}, {a}, {b})", V
         if s in _STEP_SYMBOLS:
             return self.path(t, env)
         if s in ("and", "or"):
@@ -263,7 +272,7 @@ class Generator:
         if s == "count" and n == 1:
             code, kind = self.ex(t[0], env)
             if kind in (N, A, Q):
-                return f"len({code})", V
+                return self.integer(f"len({code})")
             return (f"cnt1({code})" if kind == V else "1"), V
         if s == "sum" and n == 1:
             code, kind = self.ex(t[0], env)
@@ -277,8 +286,10 @@ class Generator:
             return f"[*{self.q(*a, atomizing=False)}, *{self.q(*b, atomizing=False)}]", Q
         if s in ("normalize-space", "upper-case", "lower-case", "string", "string-length") and n <= 1:
             x = self.string(t[0], env, s) if n else f"sv({env.ctx})"
+            if s == "string-length":
+                return self.integer(f"len({x})")
             return {"normalize-space": (f"ns({x})", S), "upper-case": (f"{x}.upper()", S),
-                    "lower-case": (f"{x}.lower()", S), "string": (x, S), "string-length": (f"len({x})", V)}[s]
+                    "lower-case": (f"{x}.lower()", S), "string": (x, S)}[s]
         if s in ("contains", "starts-with", "ends-with", "substring-after", "substring-before") and n == 2:
             a, b = self.string(t[0], env, s), self.string(t[1], env, s)
             if s == "contains":
@@ -371,6 +382,8 @@ class Generator:
             (a, ka), (b, kb), op = (b, kb), (a, ka), _MIRROR[op]
         if ka == N and kb == B:
             return f"nb({op!r}, {a}, {b})"
+        if a in self.ints and b in self.ints:  # integers (counts, lengths): Python compares them alike
+            return f"({a} {_PYOP[op]} {b})"
         if ka in (V, S) and kb in (V, S):
             return f"cv({op!r}, {a}, {b})"
         return f"gc({op!r}, {self.q(a, ka)}, {self.q(b, kb)})"
