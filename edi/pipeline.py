@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 from collections import deque
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,8 +275,8 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
                       for r in firsts for code in (DEPOSITED, AVAILABLE))
             for chunk in _chunks(events):
                 s.execute(insert(StatusEvent.__table__), chunk)
-        items = [(r.row["recipient_siret"], recipients.delivered(r.row, ids[r.seq], pivot.FIRST, flow.received_at))
-                 for r in firsts]
+        items = [(r.row["recipient_siret"], partial(recipients.delivered, r.row, ids[r.seq], pivot.FIRST,
+                                                    flow.received_at)) for r in firsts]
         items += _resends(s, flow, outcome, now, steps)
         for sent in recipients.deliver(s, flow.id, items, now) if items else ():
             steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{sent.filename} (factures pour {sent.app})"))
@@ -319,8 +320,8 @@ def _resends(s, flow: Flow, outcome: Outcome, now: datetime, steps: list[dict]) 
             event = resend.complete(s, invoice, path=row["path"], producer=flow.app, actor=lifecycle.SUPPLIER,
                                     comment=f"Pièces complémentaires déposées ({where})", at=now)
         changed.append((invoice, event))
-        items.append((invoice.recipient_siret, recipients.delivered(invoice.model_dump(), invoice.id,
-                                                                    resend.RENVOI[r.resend.kind], now)))
+        items.append((invoice.recipient_siret, partial(recipients.delivered, invoice.model_dump(), invoice.id,
+                                                       resend.RENVOI[r.resend.kind], now)))
     for sent in status_report(s, changed, now) if changed else ():
         steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{sent.filename} (recyclage, complétude)"))
     return items
