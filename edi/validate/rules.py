@@ -72,6 +72,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from functools import lru_cache
 
 from stdnum import iban as stdnum_iban
 from stdnum.eu import vat as eu_vat
@@ -511,10 +512,14 @@ def _is_transfer(data: InvoiceData, ctx: RuleContext) -> bool:
     return data.payment_means.strip() in UBL_CII_TRANSFER_CODES
 
 
+# Remembered per account: a supplier's invoices carry the same IBAN (python-stdnum: ~40 µs each).
+_valid_iban = lru_cache(maxsize=4096)(stdnum_iban.is_valid)
+
+
 @rule("PLT-40", severity=FATAL, reason="COORD_BANC_ERR", syntaxes=ALL, field="iban",
       message="Paiement par virement : un IBAN valide du fournisseur est obligatoire")
 def transfer_needs_iban(data: InvoiceData, ctx: RuleContext) -> Iterator[Hit]:
-    if _is_transfer(data, ctx) and not stdnum_iban.is_valid(data.iban.strip()):
+    if _is_transfer(data, ctx) and not _valid_iban(data.iban.strip()):
         yield Hit("iban", data.iban.strip(),
                   detail="IBAN absent" if not data.iban.strip() else "IBAN invalide")
 
