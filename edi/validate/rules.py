@@ -206,11 +206,11 @@ def check(data: InvoiceData, context: RuleContext,
                 value=hit.value,
                 invoice_number=data.number,
             ))
-    key = duplicate_key(data)
     duplicates_ran = wanted is None or wanted & set(DUPLICATE_CODES)
-    if (context.seen_in_flow is not None and key is not None and duplicates_ran
-            and not any(f.fatal for f in findings)):
-        context.seen_in_flow.add(key)
+    if context.seen_in_flow is not None and duplicates_ran and not any(f.fatal for f in findings):
+        key = duplicate_key(data)
+        if key is not None:
+            context.seen_in_flow.add(key)
     return findings
 
 
@@ -244,7 +244,14 @@ def parse_date(text: str) -> date | None:
     >>> parse_date("2024-02-29"), parse_date("2025-02-29"), parse_date("2025-3-1")
     (datetime.date(2024, 2, 29), None, None)
     """
-    m = _DATE.fullmatch(text.strip()) if text else None
+    return _date(text) if text else None
+
+
+@lru_cache(maxsize=4096)
+def _date(text: str) -> date | None:
+    """`parse_date`, remembered per text: an invoice's dates are read a dozen times (duplicate
+    key, date rules) and the invoices of a flow share a few dates."""
+    m = _DATE.fullmatch(text.strip())
     if m is None:
         return None
     try:
