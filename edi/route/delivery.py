@@ -42,6 +42,7 @@ class Deliveries:
         self.spool = spool
         self.folder = str(spool.staging(flow_id))
         self._made: set[str] = set()
+        self._targets: dict[tuple[str, str], str] = {}  # (SIRET, code service) -> its folder, made
 
     def _ensure(self, folder: str) -> None:
         if folder not in self._made:
@@ -66,8 +67,11 @@ class Deliveries:
 
     def deliver(self, staged: Staged, siret: str, code_service: str) -> str:
         """Move the staged files into the recipient's folder; returns the invoice's final path."""
-        target = str(self.spool.recipient_dir(siret, code_service))
-        self._ensure(target)
+        target = self._targets.get((siret, code_service))
+        if target is None:
+            target = str(self.spool.recipient_dir(siret, code_service))
+            self._ensure(target)
+            self._targets[siret, code_service] = target
         for path, name in staged.files:
             os.replace(path, f"{target}/{name}")
         return f"{target}/{staged.files[0][1]}"
