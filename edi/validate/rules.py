@@ -192,10 +192,11 @@ def check(data: InvoiceData, context: RuleContext,
     default; "off" skips the rule. When the invoice gets no fatal finding and the duplicate
     rules ran, its key is added to `context.seen_in_flow`.
     """
-    wanted = None if codes is None else frozenset(codes)
     overrides = context.severity_overrides or {}
+    plan, duplicates_ran = _plan(_syntax(data, context), None if codes is None else tuple(codes),
+                                 frozenset(overrides.items()))
     findings: list[Finding] = []
-    for r, severity in _plan(_syntax(data, context), wanted, frozenset(overrides.items())):
+    for r, severity in plan:
         for hit in r.test(data, context):
             findings.append(Finding(
                 code=r.code,
@@ -206,7 +207,6 @@ def check(data: InvoiceData, context: RuleContext,
                 value=hit.value,
                 invoice_number=data.number,
             ))
-    duplicates_ran = wanted is None or wanted & set(DUPLICATE_CODES)
     if context.seen_in_flow is not None and duplicates_ran and not any(f.fatal for f in findings):
         key = duplicate_key(data)
         if key is not None:
@@ -215,9 +215,12 @@ def check(data: InvoiceData, context: RuleContext,
 
 
 @lru_cache(maxsize=64)
-def _plan(syntax: str, wanted: frozenset[str] | None, overrides: frozenset[tuple[str, str]]) -> tuple[tuple[Rule, str], ...]:
+def _plan(syntax: str, codes: tuple[str, ...] | None,
+          overrides: frozenset[tuple[str, str]]) -> tuple[tuple[tuple[Rule, str], ...], bool]:
     """The rules that run, with their severity, for a syntax, a choice of codes and the
-    overrides: worked out once, not at every invoice (it was a third of `check`)."""
+    overrides, and whether the duplicate rules are among the codes: worked out once, not at
+    every invoice (it was a third of `check`)."""
+    wanted = None if codes is None else frozenset(codes)
     chosen = dict(overrides)
     plan = []
     for r in RULES.values():
@@ -226,7 +229,7 @@ def _plan(syntax: str, wanted: frozenset[str] | None, overrides: frozenset[tuple
         severity = severity_mod.resolve(r.code, r.severity, chosen)
         if severity != severity_mod.OFF:
             plan.append((r, severity))
-    return tuple(plan)
+    return tuple(plan), wanted is None or bool(wanted & set(DUPLICATE_CODES))
 
 
 def duplicate_key(data: InvoiceData) -> tuple[str, str, int] | None:
