@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 from collections import deque
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,9 @@ from edi.validate.flowchecks import FlowRejected, Limits
 LOG = log.get("edi.pipeline")
 PLATFORM_APP = lifecycle.PLATFORM_APP  # Emetteur/Id of the reports the platform sends
 DEPOSITED, AVAILABLE = lifecycle.DEPOSITED, lifecycle.AVAILABLE
+# UBL/CII invoices are decided a window at a time (in flow order), after one duplicate query for
+# the window; its bytes wait in memory meanwhile, hence the bound on their size too.
+DECIDE_WINDOW, DECIDE_WINDOW_BYTES = 64, 8 << 20
 
 
 @dataclass(slots=True)
@@ -207,9 +211,24 @@ def _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context
             yield piece.raw, piece.element
 
     checker = pool.shared(cfg.validation.processes)
+    window: list[tuple[int, bytes, InvoiceData, list[Finding]]] = []
+    size = 0
+
+    def decide_window() -> None:
+        context.prefetch(data for _, _, data, _ in window)  # one duplicate query for the window
+        for seq, raw, data, found in window:
+            _decide(cfg.database_url, deliveries, flow, outcome, context, seq, raw, data, found, None)
+            lease.renew(seq)
+        window.clear()
+
     for seq, (data, found) in enumerate(checker.check(feed(), context.settings, context.rules.today), start=1):
-        _decide(cfg.database_url, deliveries, flow, outcome, context, seq, raws.popleft(), data, found, None)
-        lease.renew(seq)
+        raw = raws.popleft()
+        window.append((seq, raw, data, found))
+        size += len(raw)
+        if len(window) == DECIDE_WINDOW or size >= DECIDE_WINDOW_BYTES:
+            decide_window()
+            size = 0
+    decide_window()
 
 
 def _decide(url, deliveries, flow, outcome, context, seq, raw, data, found, element) -> None:
@@ -274,8 +293,8 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
                       for r in firsts for code in (DEPOSITED, AVAILABLE))
             for chunk in _chunks(events):
                 s.execute(insert(StatusEvent.__table__), chunk)
-        items = [(r.row["recipient_siret"], recipients.delivered(r.row, ids[r.seq], pivot.FIRST, flow.received_at))
-                 for r in firsts]
+        items = [(r.row["recipient_siret"], partial(recipients.delivered, r.row, ids[r.seq], pivot.FIRST,
+                                                    flow.received_at)) for r in firsts]
         items += _resends(s, flow, outcome, now, steps)
         for sent in recipients.deliver(s, flow.id, items, now) if items else ():
             steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{sent.filename} (factures pour {sent.app})"))
@@ -319,8 +338,8 @@ def _resends(s, flow: Flow, outcome: Outcome, now: datetime, steps: list[dict]) 
             event = resend.complete(s, invoice, path=row["path"], producer=flow.app, actor=lifecycle.SUPPLIER,
                                     comment=f"Pièces complémentaires déposées ({where})", at=now)
         changed.append((invoice, event))
-        items.append((invoice.recipient_siret, recipients.delivered(invoice.model_dump(), invoice.id,
-                                                                    resend.RENVOI[r.resend.kind], now)))
+        items.append((invoice.recipient_siret, partial(recipients.delivered, invoice.model_dump(), invoice.id,
+                                                       resend.RENVOI[r.resend.kind], now)))
     for sent in status_report(s, changed, now) if changed else ():
         steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{sent.filename} (recyclage, complétude)"))
     return items

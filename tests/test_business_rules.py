@@ -17,7 +17,7 @@ import pytest
 from stdnum import iban as stdnum_iban
 
 from edi import config as config_mod
-from edi import gen, queries
+from edi import gen, pipeline, queries
 from edi.reports import statut
 from edi.route import routing
 from edi.validate import pool, schematron
@@ -494,6 +494,25 @@ def test_doublon_across_flows(tmp_path, db_url):
     # a CII invoice with the same supplier, number and year is the same invoice
     cii_copy = ingest_one(platform, "FSO1106A", cii("FA-2026-0031"))
     assert [f["code"] for f in invoices_by_number(platform, cii_copy)["FA-2026-0031"]["findings"]] == ["PLT-20"]
+
+
+def test_doublons_across_flows_found_a_window_at_a_time(tmp_path, db_url):
+    """A flow longer than the pipeline's decision window (one duplicate query a window): each
+    invoice still gets the answer of its own key — supplier, number and year."""
+    platform = make_platform(tmp_path, db_url=db_url)
+    first = ingest_tar(platform, "FSO1100A", [ubl("FA-2026-0050"), ubl("FA-2026-0051"), ubl("FA-2026-0052")])
+    assert first.accepted_count == 3
+    last_year = ubl("FA-2026-0051").replace(b"<cbc:IssueDate>2026-", b"<cbc:IssueDate>2025-")
+    documents = [ubl(f"FA-2026-{n:04d}") for n in range(100, 100 + pipeline.DECIDE_WINDOW + 6)]
+    documents[2] = ubl("FA-2026-0050")  # first window
+    documents[3] = last_year  # same supplier and number, another year: not a duplicate
+    documents[-2] = ubl("FA-2026-0052")  # second window
+    again = ingest_tar(platform, "FSO1100A", documents)
+    found = {i["number"]: [f["code"] for f in i["findings"]]
+             for i in platform.cli_json("flows", "show", again.flow_ref)["invoices"]}
+    assert found.pop("FA-2026-0050") == found.pop("FA-2026-0052") == ["PLT-20"]
+    assert set(map(tuple, found.values())) == {()} and len(found) == len(documents) - 2
+    assert again.accepted_count == len(documents) - 2
 
 
 def test_duplicates_inside_one_flow(tmp_path):

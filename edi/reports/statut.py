@@ -29,9 +29,10 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timezone
 from functools import cache
+from operator import attrgetter
 from pathlib import Path
 
 from lxml import etree
@@ -107,6 +108,10 @@ class InvoiceStatusLine:
     invoice_date: str = ""  # YYYY-MM-DD; anything else is left out of the report
     producer: str = "EDI"  # Producteur/@Id: who set the status: EDI (the platform), a recipient's APP, an ops user
     mandate: str = ""  # IdMandatDP: the recipient's mandate number (08 to 11), when given
+
+
+#: Every field of a status line but its status: lines equal on these are the same invoice's.
+_ALL_BUT_STATUS = attrgetter(*(f.name for f in fields(InvoiceStatusLine) if f.name != "status"))
 
 
 def xml_text(value: str) -> str:
@@ -236,10 +241,20 @@ def write_processing_report(
             xf.write(root.find("Enveloppe"), pretty_print=True)
             with xf.element("CPPFactureStatuts", compteur=str(count)):
                 holder = etree.Element("CPPFactureStatuts")
+                previous = None
                 for written, line in enumerate(lines, start=1):
-                    _invoice_status(holder, written, line)
+                    if previous is not None and _ALL_BUT_STATUS(line) == _ALL_BUT_STATUS(previous):
+                        # the same invoice again (01 then 03): only its number and status change
+                        _check_status(line.status)
+                        unit = holder[0]
+                        unit.set("NumOrdre", str(written))
+                        unit.find("DonneesStatut/IdStatut").text = line.status
+                    else:
+                        if previous is not None:
+                            del holder[0]
+                        _invoice_status(holder, written, line)
                     xf.write(holder[0], pretty_print=True)
-                    del holder[0]
+                    previous = line
     if written != count:
         raise ValueError(f"processing report announced {count} lines, got {written}")
     out.write(b"\n")
@@ -277,8 +292,7 @@ def _invoice_status(block: etree._Element, number: int, line: InvoiceStatusLine)
         raise ValueError(f"recipient SIRET must be 14 characters: {line.recipient_siret!r}")
     if line.supplier_country and len(line.supplier_country) != 2:
         raise ValueError(f"country code must be 2 letters: {line.supplier_country!r}")
-    if not _LIFECYCLE_CODE.fullmatch(line.status):
-        raise ValueError(f"life-cycle status must be 01..41: {line.status!r}")
+    _check_status(line.status)
     _check_max("complement", line.complement, _COMPLEMENT_MAX)
 
     unit = etree.SubElement(block, "CPPFactureStatutUnitaire", NumOrdre=str(number))
@@ -301,6 +315,11 @@ def _invoice_status(block: etree._Element, number: int, line: InvoiceStatusLine)
     _leaf(data, "IdFacture", line.invoice_number)
     _optional(data, "DateFacture", line.invoice_date if _is_date(line.invoice_date) else "")
     _optional(data, "IdMandatDP", line.mandate)
+
+
+def _check_status(status: str) -> None:
+    if not _LIFECYCLE_CODE.fullmatch(status):
+        raise ValueError(f"life-cycle status must be 01..41: {status!r}")
 
 
 def _leaf(parent: etree._Element, tag: str, value: str) -> None:

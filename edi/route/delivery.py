@@ -42,6 +42,7 @@ class Deliveries:
         self.spool = spool
         self.folder = str(spool.staging(flow_id))
         self._made: set[str] = set()
+        self._targets: dict[tuple[str, str], str] = {}  # (SIRET, code service) -> its folder, made
 
     def _ensure(self, folder: str) -> None:
         if folder not in self._made:
@@ -52,8 +53,7 @@ class Deliveries:
         """Write the invoice (and, for CPP, its decoded `PJ` attachments) to the staging folder."""
         self._ensure(self.folder)
         first = f"{self.folder}/{seq:06d}.xml"
-        with open(first, "wb") as fh:
-            fh.write(raw)
+        _write(first, raw)
         files = [(first, f"{deposit}.xml")]
         for n, pj in enumerate(element.iterfind("PJ") if element is not None else (), start=1):
             try:
@@ -61,15 +61,29 @@ class Deliveries:
             except (binascii.Error, ValueError):
                 continue  # an undecodable attachment stays inside the invoice XML, which is delivered
             path = f"{self.folder}/{seq:06d}_PJ{n}"
-            with open(path, "wb") as fh:
-                fh.write(payload)
+            _write(path, payload)
             files.append((path, f"{deposit}_PJ{n}_{safe_name(pj.findtext('NomPJ') or 'piece', 'piece')}"))
         return Staged(tuple(files))
 
     def deliver(self, staged: Staged, siret: str, code_service: str) -> str:
         """Move the staged files into the recipient's folder; returns the invoice's final path."""
-        target = str(self.spool.recipient_dir(siret, code_service))
-        self._ensure(target)
+        target = self._targets.get((siret, code_service))
+        if target is None:
+            target = str(self.spool.recipient_dir(siret, code_service))
+            self._ensure(target)
+            self._targets[siret, code_service] = target
         for path, name in staged.files:
             os.replace(path, f"{target}/{name}")
         return f"{target}/{staged.files[0][1]}"
+
+
+def _write(path: str, data: bytes) -> None:
+    """A new file holding `data`, in three system calls (`open()` adds an fstat and an ioctl,
+    and two Python objects: a sixth of the staging of an invoice)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)

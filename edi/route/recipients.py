@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from sqlalchemy import select
@@ -58,15 +58,17 @@ def delivered(values: Mapping, platform_id: int, renvoi: str, received: datetime
     )
 
 
-def deliver(s, flow_id: int, items: list[tuple[str, pivot.DeliveredInvoice]], at: datetime,
+def deliver(s, flow_id: int, items: Iterable[tuple[str, Callable[[], pivot.DeliveredInvoice]]], at: datetime,
             prefix: str = "FDE", number: int = 1) -> list[Report]:
-    """One FDE2001A Report per recipient partner among `items` (SIRET, invoice), in the session.
-    Its id: `prefix`, the flow, then `number` counted up per partner (deterministic names)."""
+    """One FDE2001A Report per recipient partner among `items` (SIRET, what builds the invoice),
+    in the session. An invoice is built only for a partner's SIRET: most recipients have no
+    partner account, and building one reads its folder. Its id: `prefix`, the flow, then
+    `number` counted up per partner (deterministic names)."""
     by_app: dict[str, list[pivot.DeliveredInvoice]] = {}
     partners = partner_for_siret(s)
     for siret, invoice in items:
         if siret in partners:
-            by_app.setdefault(partners[siret], []).append(invoice)
+            by_app.setdefault(partners[siret], []).append(invoice())
     reports = []
     for n, (app, invoices) in enumerate(sorted(by_app.items()), start=number):
         delivery_id = f"{prefix}{flow_id:010d}{n:012d}"

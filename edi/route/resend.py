@@ -19,6 +19,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from lxml import etree
 from sqlalchemy import select
@@ -198,7 +199,7 @@ def _check(refusal: Refusal | None, invoice: Invoice, verb: str) -> None:
 def _reported(s, invoice: Invoice, event: StatusEvent, previous: str, kind: str, at: datetime) -> status.Applied:
     """The FEN1200A for the sender, the FDE2001A again for a recipient partner; committed."""
     (sent,) = status.report(s, [(invoice, event)], at)
-    recipients.deliver(s, invoice.flow_id, [(invoice.recipient_siret, recipients.delivered(
-        invoice.model_dump(), invoice.id, RENVOI[kind], at))], at, prefix="FDR", number=event.id)
+    recipients.deliver(s, invoice.flow_id, [(invoice.recipient_siret, partial(
+        recipients.delivered, invoice.model_dump(), invoice.id, RENVOI[kind], at))], at, prefix="FDR", number=event.id)
     s.commit()
     return status.Applied(invoice.deposit_no, invoice.number, invoice.flow_id, previous, event.code, sent.filename)

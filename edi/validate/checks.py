@@ -11,7 +11,7 @@ real problem. Only invoices that end up accepted count for later duplicates.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -31,29 +31,63 @@ class DepositedLookup:
     that key exists (invoices rejected at integration do not count; invoices the recipient
     rejected later do — a rejected invoice is reissued under a new number).
 
-    It runs once per invoice, so it holds one driver connection for the flow and sends a plain
-    prepared query (SQLAlchemy's per-statement overhead was most of its cost)."""
+    It runs once per invoice, so it holds one driver connection for the flow and sends plain
+    prepared queries (SQLAlchemy's per-statement overhead was most of its cost); the pipeline
+    asks for a batch of invoices at once first (`prefetch`: one statement instead of one an
+    invoice), and each invoice is then answered from memory."""
 
     SQL = ("SELECT 1 FROM invoice WHERE supplier_id = {p} AND number = {p} AND accepted = {t} "
            "AND issue_date LIKE {p} AND flow_id <> {p} LIMIT 1")
+    # one index search per (supplier, number) (an OR of pairs: SQLite scans the table for a row-value IN)
+    BATCH_SQL = "SELECT supplier_id, number, issue_date FROM invoice WHERE accepted = {t} AND flow_id <> {p} AND ({keys})"
+    BATCH_KEY = "(supplier_id = {p} AND number = {p})"
 
     def __init__(self, url: str, flow_id: int = 0):
         self.flow_id = flow_id  # the flow being checked: its own invoices (a reprocess) are no duplicates
         self.engine = db.engine_for(url)
         self._conn = None
+        self._known: dict[tuple[str, str, int], bool] = {}  # answers of the last prefetch
         style = self.engine.dialect.paramstyle
-        self.sql = self.SQL.format(p="?" if style == "qmark" else "%s",
-                                   t="1" if self.engine.dialect.name == "sqlite" else "TRUE")
+        self._p = "?" if style == "qmark" else "%s"
+        self._t = "1" if self.engine.dialect.name == "sqlite" else "TRUE"
+        self.sql = self.SQL.format(p=self._p, t=self._t)
 
     def __call__(self, supplier: str, number: str, year: int) -> bool:
-        if self._conn is None:
-            self._conn = self.engine.raw_connection()
-        cursor = self._conn.cursor()
+        known = self._known.get((supplier, number, year))
+        if known is not None:
+            return known
+        cursor = self._cursor()
         try:
             cursor.execute(self.sql, (supplier, number, f"{year:04d}-%", self.flow_id))
             return cursor.fetchone() is not None
         finally:
             cursor.close()
+
+    def prefetch(self, keys: Iterable[tuple[str, str, int] | None]) -> None:
+        """Look up these keys (`rules.duplicate_key`, None skipped) in one statement; until the
+        next prefetch, `__call__` answers them from memory. Same answers as one query a key:
+        same supplier and number, accepted, another flow, issue date starting with the year."""
+        wanted = {key for key in keys if key is not None}
+        self._known = dict.fromkeys(wanted, False)
+        if not wanted:
+            return
+        pairs = sorted({(supplier, number) for supplier, number, _ in wanted})
+        sql = self.BATCH_SQL.format(p=self._p, t=self._t,
+                                    keys=" OR ".join([self.BATCH_KEY.format(p=self._p)] * len(pairs)))
+        cursor = self._cursor()
+        try:
+            cursor.execute(sql, (self.flow_id, *(value for pair in pairs for value in pair)))
+            for supplier, number, issued in cursor.fetchall():
+                for key in wanted:
+                    if key[:2] == (supplier, number) and issued.startswith(f"{key[2]:04d}-"):
+                        self._known[key] = True
+        finally:
+            cursor.close()
+
+    def _cursor(self):
+        if self._conn is None:
+            self._conn = self.engine.raw_connection()
+        return self._conn.cursor()
 
     def close(self) -> None:
         if self._conn is not None:
@@ -79,6 +113,11 @@ class Context:
         )
         return cls(settings=settings, directory=Directory(cfg.database_url), ej_patterns=cfg.ej_patterns,
                    rules=rule_context)
+
+    def prefetch(self, invoices: Iterable[InvoiceData]) -> None:
+        """The database's duplicate answers for these invoices, in one query, before `finish`
+        runs on each of them in turn."""
+        self.rules.already_deposited.prefetch(rules.duplicate_key(data) for data in invoices)
 
     def finish(self, data: InvoiceData, document: list[Finding]) -> list[Finding]:
         """All findings of one invoice, in report order: those of `pool.check_raw` (document,

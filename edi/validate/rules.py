@@ -72,6 +72,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from functools import lru_cache
 
 from stdnum import iban as stdnum_iban
 from stdnum.eu import vat as eu_vat
@@ -191,16 +192,11 @@ def check(data: InvoiceData, context: RuleContext,
     default; "off" skips the rule. When the invoice gets no fatal finding and the duplicate
     rules ran, its key is added to `context.seen_in_flow`.
     """
-    syntax = _syntax(data, context)
-    wanted = None if codes is None else set(codes)
     overrides = context.severity_overrides or {}
+    plan, duplicates_ran = _plan(_syntax(data, context), None if codes is None else tuple(codes),
+                                 frozenset(overrides.items()))
     findings: list[Finding] = []
-    for r in RULES.values():
-        if not r.applies_to(syntax) or (wanted is not None and r.code not in wanted):
-            continue
-        severity = severity_mod.resolve(r.code, r.severity, overrides)
-        if severity == severity_mod.OFF:
-            continue
+    for r, severity in plan:
         for hit in r.test(data, context):
             findings.append(Finding(
                 code=r.code,
@@ -211,12 +207,29 @@ def check(data: InvoiceData, context: RuleContext,
                 value=hit.value,
                 invoice_number=data.number,
             ))
-    key = duplicate_key(data)
-    duplicates_ran = wanted is None or wanted & set(DUPLICATE_CODES)
-    if (context.seen_in_flow is not None and key is not None and duplicates_ran
-            and not any(f.fatal for f in findings)):
-        context.seen_in_flow.add(key)
+    if context.seen_in_flow is not None and duplicates_ran and not any(f.fatal for f in findings):
+        key = duplicate_key(data)
+        if key is not None:
+            context.seen_in_flow.add(key)
     return findings
+
+
+@lru_cache(maxsize=64)
+def _plan(syntax: str, codes: tuple[str, ...] | None,
+          overrides: frozenset[tuple[str, str]]) -> tuple[tuple[tuple[Rule, str], ...], bool]:
+    """The rules that run, with their severity, for a syntax, a choice of codes and the
+    overrides, and whether the duplicate rules are among the codes: worked out once, not at
+    every invoice (it was a third of `check`)."""
+    wanted = None if codes is None else frozenset(codes)
+    chosen = dict(overrides)
+    plan = []
+    for r in RULES.values():
+        if not r.applies_to(syntax) or (wanted is not None and r.code not in wanted):
+            continue
+        severity = severity_mod.resolve(r.code, r.severity, chosen)
+        if severity != severity_mod.OFF:
+            plan.append((r, severity))
+    return tuple(plan), wanted is None or bool(wanted & set(DUPLICATE_CODES))
 
 
 def duplicate_key(data: InvoiceData) -> tuple[str, str, int] | None:
@@ -234,7 +247,14 @@ def parse_date(text: str) -> date | None:
     >>> parse_date("2024-02-29"), parse_date("2025-02-29"), parse_date("2025-3-1")
     (datetime.date(2024, 2, 29), None, None)
     """
-    m = _DATE.fullmatch(text.strip()) if text else None
+    return _date(text) if text else None
+
+
+@lru_cache(maxsize=4096)
+def _date(text: str) -> date | None:
+    """`parse_date`, remembered per text: an invoice's dates are read a dozen times (duplicate
+    key, date rules) and the invoices of a flow share a few dates."""
+    m = _DATE.fullmatch(text.strip())
     if m is None:
         return None
     try:
@@ -511,10 +531,14 @@ def _is_transfer(data: InvoiceData, ctx: RuleContext) -> bool:
     return data.payment_means.strip() in UBL_CII_TRANSFER_CODES
 
 
+# Remembered per account: a supplier's invoices carry the same IBAN (python-stdnum: ~40 µs each).
+_valid_iban = lru_cache(maxsize=4096)(stdnum_iban.is_valid)
+
+
 @rule("PLT-40", severity=FATAL, reason="COORD_BANC_ERR", syntaxes=ALL, field="iban",
       message="Paiement par virement : un IBAN valide du fournisseur est obligatoire")
 def transfer_needs_iban(data: InvoiceData, ctx: RuleContext) -> Iterator[Hit]:
-    if _is_transfer(data, ctx) and not stdnum_iban.is_valid(data.iban.strip()):
+    if _is_transfer(data, ctx) and not _valid_iban(data.iban.strip()):
         yield Hit("iban", data.iban.strip(),
                   detail="IBAN absent" if not data.iban.strip() else "IBAN invalide")
 
