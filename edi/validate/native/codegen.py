@@ -34,6 +34,7 @@ _STEP_SYMBOLS = {"(name)", ":", "*", "@", "..", "[", "/", "//", "child", "self",
 
 _NAME = re.compile(r"[cxqv]\d+")  # Python names the generator gives values
 _TOKEN = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|\b[a-z]\w*\b")  # literals kept whole
+_PROLOGUE = "    _k = X.kids\n    _m = X.memo\n"  # every generated function: the document's caches
 _ELEMENT_NAME = re.compile(r"[cx]\d+")  # names that always hold one element
 _NUMERIC = re.compile(r"(ar|sm|rnd|ab|len|dn|da|dv|_decimal)\(|\d")  # V codes that are numbers or None
 
@@ -199,7 +200,7 @@ class Generator:
         one element, becomes a function whose value is kept for the document being checked:
         the rules ask the same questions again and again (every VAT category rule selects the
         same tax categories and their schemes), and identical code shares one function."""
-        if " for " not in code and "X.vs(" not in code:
+        if " for " not in code and "X.vs(" not in code and "grp(" not in code:
             return code
         free = _free(code)
         if len(free) > 1 or any(not _ELEMENT_NAME.fullmatch(v) and v not in self.hashable for v in free):
@@ -208,11 +209,15 @@ class Generator:
         body = _canonical(code, {var: "c"} if var else {})
         key = (var is None, body)
         name = self.hoisted.get(key)
+        k = name[1:] if name else str(len(self.hoisted))
+        slot = k if var is None else f"({k}, c)"
         if name is None:
-            name = self.hoisted[key] = f"h{len(self.hoisted)}"
-            self.functions.append(f"def {name}({'X' if var is None else 'X, c'}):\n    return {body}")
-        k = int(name[1:])
-        return f"memo(X, {k}, {name})" if var is None else f"memo1(X, {k}, {name}, {var})"
+            name = self.hoisted[key] = f"h{k}"
+            self.functions.append(f"def {name}({'X' if var is None else 'X, c'}):\n{_PROLOGUE}"
+                                  f"    v = _m[{slot}] = {body}\n    return v")
+        if var is None:
+            return f"(_m[{k}] if {k} in _m else {name}(X))"
+        return f"(_m[({k}, {var})] if ({k}, {var}) in _m else {name}(X, {var}))"
 
     def closure(self, t: Any, env: Env) -> tuple[str, str]:
         args = []
@@ -476,7 +481,7 @@ class Generator:
             tag = self.clark(t)
             if tag is None:
                 return f"list({ctx}.iterchildren(ELEMENT))", N
-            return f"ch(X, {ctx}, {tag!r})", N
+            return f"(_k.get({ctx}) or kids(X, {ctx})).get({tag!r}, NIL)", N
         if s == "child" and n == 1:
             return self.step(ctx, t[0], env)
         if s == "self" and n == 1:
@@ -510,7 +515,7 @@ class Generator:
     def grouped(self, base: str, x: str, test: str) -> str | None:
         """`[x for x in base if key(x) == 'AE']` over a list kept for the document, as a lookup
         in that list grouped by key once: the rules ask the same list for each VAT category."""
-        if test not in self.keyed or not base.startswith(("memo(", "memo1(", "X.idx.get(")):
+        if test not in self.keyed or not base.startswith(("(_m[", "X.idx.get(")):
             return None
         key, literal, several = self.keyed[test]
         free = _free(key)
@@ -520,7 +525,7 @@ class Generator:
         name = self.hoisted.get((None, body))
         if name is None:
             name = self.hoisted[(None, body)] = f"g{len(self.hoisted)}"
-            self.functions.append(f"def {name}(X, c):\n    return {body}")
+            self.functions.append(f"def {name}(X, c):\n{_PROLOGUE}    return {body}")
         return f"grp(X, {base}, {name}, {several}).get({literal}, NIL)"
 
     def step_from(self, left: str, kind: str, right: Any, env: Env, descendant: bool) -> tuple[str, str]:
@@ -573,7 +578,7 @@ class Generator:
     def rule_function(self, name: str, rule: Rule, checks: list[int]) -> str:
         """`def name(c0, X)`: the indexes (in `rule.checks`) of the listed checks that fire."""
         env = Env("c0", {})
-        lines = [f"def {name}(c0, X):", "    out = []"]
+        lines = [f"def {name}(c0, X):", _PROLOGUE.rstrip("\n"), "    out = []"]
         for var, select in rule.variables:
             tree = self.fallback.parse(select, tuple(env.vars))
             code, kind = self.ex(tree, env)
@@ -623,7 +628,7 @@ class Generator:
 
     def predicate_function(self, name: str, pred: Any) -> str:
         """`def name(c0, X)`: a match pattern's predicate on a candidate element."""
-        return f"def {name}(c0, X):\n    return {self.ebv(pred, Env('c0', {}))}"
+        return f"def {name}(c0, X):\n{_PROLOGUE}    return {self.ebv(pred, Env('c0', {}))}"
 
 
 def _names(code: str) -> list[str]:

@@ -151,20 +151,18 @@ def present(rel: set | None, table: dict, node: etree._Element) -> set[int]:
 
 # --- nodes ------------------------------------------------------------------------------------
 
-def ch(doc: Doc, el: etree._Element, tag: str) -> Any:
-    """The children of `el` named `tag`, in order: the rules ask one element for many names
-    (a monetary total for its eight amounts, twice each), so its children are sorted once."""
-    kids = doc.kids.get(el)
-    if kids is None:
-        kids = doc.kids[el] = {}
-        for c in el.iterchildren(ELEMENT):
-            found = kids.get(c.tag)
-            if found is None:
-                kids[c.tag] = [c]
-            else:
-                found.append(c)
-    return kids.get(tag, NIL)
-
+def kids(doc: Doc, el: etree._Element) -> dict:
+    """The children of `el` by name, in order (the generated code reads `doc.kids` first): the
+    rules ask one element for many names (a monetary total for its eight amounts, twice each)."""
+    found: dict[str, list] = {}
+    for c in el.iterchildren(ELEMENT):
+        same = found.get(c.tag)
+        if same is None:
+            found[c.tag] = [c]
+        else:
+            same.append(c)
+    doc.kids[el] = found
+    return found
 
 def sv(el: etree._Element) -> str:
     """String value of an element."""
@@ -436,25 +434,6 @@ def cast(fn: Any, seq: list) -> Any:
     if len(items) > 1:
         raise XPathError("XPTY0004: cast of several items")
     return fn(items[0])
-
-
-def memo(doc: Doc, k: int, fn: Any) -> Any:
-    """The value of generated function `k` for this document (computed once)."""
-    m = doc.memo
-    found = m.get(k, m)
-    if found is m:
-        found = m[k] = fn(doc)
-    return found
-
-
-def memo1(doc: Doc, k: int, fn: Any, el: Any) -> Any:
-    """The value of generated function `k` for one element of this document."""
-    m = doc.memo
-    key = (k, el)
-    found = m.get(key, m)
-    if found is m:
-        found = m[key] = fn(doc, el)
-    return found
 
 
 def grp(doc: Doc, base: list, fn: Any, several: bool) -> dict:
