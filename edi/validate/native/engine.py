@@ -143,6 +143,7 @@ class _Branch:
     up: tuple = ()  # the steps from the last one up
     root: str | None = None  # an absolute branch's first name (None: `/*`)
     guarded: bool = False  # some step has predicates
+    guards: tuple = ()  # (steps up from the last one, predicates) of the steps that have some
 
 
 @dataclass
@@ -214,8 +215,10 @@ class Engine:
         if b["guarded"]:
             reference = _Lazy(self, lambda c: (_plain_matches(c, b["text"]) or [(None, None, lambda el: False)])[0][2],
                               loose=True)
-        return _Branch(steps, b["absolute"], reference, suffix=b["suffix"], up=steps[::-1],
-                       root=steps[0][0] if b["absolute"] else None, guarded=b["guarded"])
+        up = steps[::-1]
+        return _Branch(steps, b["absolute"], reference, suffix=b["suffix"], up=up,
+                       root=steps[0][0] if b["absolute"] else None, guarded=b["guarded"],
+                       guards=tuple((i, preds) for i, (_, preds) in enumerate(up) if preds))
 
     def run(self, element: etree._Element, seen: dict[str, list[int]] | None = None) -> list[Hit]:
         """Every check that fires on the document of `element`, in SVRL order. `seen`, when
@@ -240,7 +243,7 @@ class Engine:
                                                   if (c := plan.candidates(rt, p)))
                 for i, branches in candidates:
                     for rank, branch in branches:
-                        if not branch.guarded or _matches(el, branch, doc):
+                        if not branch.guarded or _guards(el, branch, doc):
                             matched[i][el] = rank
                             break
         for rules, plan, fired in zip(self.patterns, self._plans, matched):
@@ -442,6 +445,22 @@ def _name_suffix(pred: Any) -> str:
         if name.symbol in ("name", "local-name") and len(name) == 0 and value and not set(value) & set(":}{"):
             return value
     return ""
+
+
+def _guards(el: etree._Element, branch: _Branch, doc: Doc) -> bool:
+    """The predicates of a branch whose names `el` and its ancestors are known to fit (found by
+    its path): each step's predicates on the ancestor at that step."""
+    try:
+        for up, preds in branch.guards:
+            node = el
+            for _ in range(up):
+                node = node.getparent()
+            for pred in preds:
+                if not pred(node, doc):
+                    return False
+    except XPathError:
+        return bool(branch.reference is not None and branch.reference(el))
+    return True
 
 
 def _holds(el: etree._Element, preds: tuple, branch: _Branch, doc: Doc) -> bool:
