@@ -612,7 +612,7 @@ class Generator:
             table = self.const({k: tuple(v) for k, v in when_present.items()}, key=("present", name))
             if not presence:
                 lines.append("    R = X.rel(c0)")
-            lines.append(f"    out.extend(present(R, {table}, c0))")
+            lines.append(f"    out.extend(present(R, {table}))")
             lines.append("    out.sort()")
         lines.append("    return out")
         return "\n".join(lines)
@@ -621,9 +621,7 @@ class Generator:
         if descendant:
             found = " or ".join(f"X.ends({self.const(a)})" for a in alternatives)
         else:
-            names = [self.const(a) for a in alternatives]
-            found = (f"(({' or '.join(f'{k} in R' for k in names)}) if R is not None "
-                     f"else ({' or '.join(f'has(c0, {k})' for k in names)}))")
+            found = "(" + " or ".join(f"{self.const(a)} in R" for a in alternatives) + ")"
         return f"({found})" if wanted else f"(not {found})"
 
     def predicate_function(self, name: str, pred: Any) -> str:

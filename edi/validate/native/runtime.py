@@ -49,7 +49,7 @@ class Doc:
     """One document being checked: its root, its elements by name and in document order, and
     (built on first use) the set of element and attribute paths the presence tests read."""
 
-    __slots__ = ("root", "idx", "pos", "all", "memo", "paths", "kids", "_present", "_shared", "_by_last", "_rel", "_ends")
+    __slots__ = ("root", "idx", "pos", "all", "memo", "paths", "kids", "_present", "_by_last", "_rel", "_ends")
 
     def __init__(self, root: etree._Element) -> None:
         self.root = root
@@ -77,37 +77,33 @@ class Doc:
 
     def _build_paths(self) -> None:
         """The set of element paths, with the attributes as a last `@name`."""
-        root = self.root
-        present: set[tuple] = {("@" + a,) for a in root.keys()}
-        shared: set[tuple] = set()
-        paths = self.paths
-        for el in self.all[1:]:
-            p = paths[el]
-            if p in present:
-                shared.add(p)
-            present.add(p)
-            for a in el.keys():
-                present.add(p + ("@" + a,))
+        self._present = present = self._under(self.root, 0)
         by_last: dict[str, list] = {}
         for p in present:
-            by_last.setdefault(p[-1], []).append((root.tag,) + p)
-        self._present, self._shared, self._by_last = present, shared, by_last
+            by_last.setdefault(p[-1], []).append((self.root.tag,) + p)
+        self._by_last = by_last
 
-    def rel(self, node: etree._Element) -> set | None:
-        """The paths present under `node`, relative to it; None when other elements share its
-        path (the set of paths cannot say which of them has what: the test walks this one)."""
+    def _under(self, node: etree._Element, k: int) -> set[tuple]:
+        """The element and attribute paths below `node` (at depth `k`), relative to it."""
+        paths = self.paths
+        found: set[tuple] = {("@" + a,) for a in node.keys()}
+        for el in node.iterdescendants(ELEMENT):
+            p = paths[el][k:]
+            found.add(p)
+            for a in el.keys():
+                found.add(p + ("@" + a,))
+        return found
+
+    def rel(self, node: etree._Element) -> set:
+        """The paths present under `node`, relative to it (what `not(cac:A/cbc:B)` asks)."""
         found = self._rel.get(node)
-        if found is None and node not in self._rel:
-            if self._present is None:
-                self._build_paths()
-            here = self.paths[node]
-            if not here:
+        if found is None:
+            if node is self.root:
+                if self._present is None:
+                    self._build_paths()
                 found = self._present
-            elif here in self._shared:
-                found = None
             else:
-                k = len(here)
-                found = {p[k:] for p in self._present if len(p) > k and p[:k] == here}
+                found = self._under(node, len(self.paths[node]))
             self._rel[node] = found
         return found
 
@@ -127,23 +123,8 @@ class Doc:
         return values
 
 
-def has(node: etree._Element, steps: tuple) -> bool:
-    """Whether `node` has the child path `steps` (an attribute as the last step)."""
-    level = [node]
-    for step in steps:
-        if step[0] == "@":
-            name = step[1:]
-            return any(el.get(name) is not None for el in level)
-        level = [c for el in level for c in el.iterchildren(step)]
-        if not level:
-            return False
-    return True
-
-
-def present(rel: set | None, table: dict, node: etree._Element) -> set[int]:
-    """The checks of `table` (path -> check indexes) whose path is under `node`."""
-    if rel is None:
-        return {i for path, ids in table.items() if has(node, path) for i in ids}
+def present(rel: set, table: dict) -> set[int]:
+    """The checks of `table` (path -> check indexes) whose path is under the node of `rel`."""
     if len(rel) < len(table):
         return {i for path in rel if path in table for i in table[path]}
     return {i for path, ids in table.items() if path in rel for i in ids}
