@@ -387,6 +387,10 @@ class Generator:
             (a, ka), (b, kb), op = (b, kb), (a, ka), _MIRROR[op]
         if ka == N and kb == B:
             return f"nb({op!r}, {a}, {b})"
+        if ka == V and kb == N:
+            (a, ka), (b, kb), op = (b, kb), (a, ka), _MIRROR[op]
+        if ka == N and kb == V:
+            return f"nq({op!r}, {a}, {b})"
         if a in self.ints and b in self.ints:  # integers (counts, lengths): Python compares them alike
             return f"({a} {_PYOP[op]} {b})"
         if ka in (V, S) and kb in (V, S):

@@ -436,6 +436,18 @@ def nb(op: str, nodes: Any, value: bool) -> bool:
     return any(f(_boolean_cast(sv(x)), value) for x in nodes)
 
 
+def nq(op: str, nodes: Any, v: Any) -> bool:
+    """Elements compared with one value or None (each element's value promoted to its type)."""
+    if v is None:
+        return False
+    f = _OPS[op]
+    for x in nodes:
+        a, b = _promote(Untyped(sv(x)), v)
+        if f(a, b):
+            return True
+    return False
+
+
 def cv(op: str, a: Any, b: Any) -> bool:
     """General comparison of two singletons-or-empty (None)."""
     if a is None or b is None:
