@@ -197,27 +197,28 @@ class Generator:
 
     def hoist(self, code: str) -> str:
         """A costly subexpression (a loop, a closure) that depends on the document alone, or on
-        one element, becomes a function whose value is kept for the document being checked:
+        one or two elements or values, becomes a function whose value is kept for the document:
         the rules ask the same questions again and again (every VAT category rule selects the
         same tax categories and their schemes), and identical code shares one function."""
         if " for " not in code and "X.vs(" not in code and "grp(" not in code:
             return code
-        free = _free(code)
-        if len(free) > 1 or any(not _ELEMENT_NAME.fullmatch(v) and v not in self.hashable for v in free):
+        free = sorted(_free(code))
+        if len(free) > 2 or any(not _ELEMENT_NAME.fullmatch(v) and v not in self.hashable for v in free):
             return code
-        var = free.pop() if free else None
-        body = _canonical(code, {var: "c"} if var else {})
-        key = (var is None, body)
+        params = [f"p{i}" for i in range(len(free))]
+        body = _canonical(code, dict(zip(free, params)))
+        key = (len(free), body)
         name = self.hoisted.get(key)
         k = name[1:] if name else str(len(self.hoisted))
-        slot = k if var is None else f"({k}, c)"
         if name is None:
             name = self.hoisted[key] = f"h{k}"
-            self.functions.append(f"def {name}({'X' if var is None else 'X, c'}):\n{_PROLOGUE}"
+            slot = f"({', '.join([k, *params])})" if params else k
+            self.functions.append(f"def {name}({', '.join(['X', *params])}):\n{_PROLOGUE}"
                                   f"    v = _m[{slot}] = {body}\n    return v")
-        if var is None:
+        if not free:
             return f"(_m[{k}] if {k} in _m else {name}(X))"
-        return f"(_m[({k}, {var})] if ({k}, {var}) in _m else {name}(X, {var}))"
+        slot = f"({', '.join([k, *free])})"
+        return f"(_m[{slot}] if {slot} in _m else {name}({', '.join(['X', *free])}))"
 
     def closure(self, t: Any, env: Env) -> tuple[str, str]:
         args = []
