@@ -18,7 +18,7 @@ from lxml import etree
 
 from edi.validate.native.differential import (
     _PARSER, _RAM, _UBL_CAC, _UBL_CBC, VAT_CATEGORIES, _optional_groups, _serialise, _vat_category,
-    duplications, mutations, syntax_of)
+    credit_note, duplications, mutations, syntax_of)
 
 _UDT = "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:100"
 _QDT = "urn:un:unece:uncefact:data:standard:QualifiedDataType:100"
@@ -233,10 +233,257 @@ def _allowance_charge(charge: str, code: str, reason: str, category: str | None 
             "</ram:SpecifiedTradeAllowanceCharge>")
 
 
+# --- UBL ---------------------------------------------------------------------------------------
+
+def full_ubl(raw: bytes) -> bytes:
+    """The UBL invoice (or credit note) with the optional groups of `differential._optional_groups`
+    and all the others the rules look at: a coded note, a tax currency with its tax total,
+    references (preceding invoice, despatch, receipt, originator, contract, invoiced object,
+    project), electronic addresses, extra party identifiers (SEPA, legal form, non-VAT tax
+    scheme), the buyer's VAT and legal identifiers, a delivery place, a card and a mandate, and on
+    the first line a note, an order line reference, a document reference, a charge, item
+    description, identifiers, origin, classification and attribute. Added amounts are 0."""
+    root = etree.fromstring(_optional_groups(raw), _PARSER)
+    currency = root.findtext(f"{{{_UBL_CBC}}}DocumentCurrencyCode") or "EUR"
+    _add(root, "<cbc:Note>#AAI#Note de document</cbc:Note>", before="cbc:DocumentCurrencyCode")
+    _add(root, "<cbc:TaxCurrencyCode>USD</cbc:TaxCurrencyCode>", before="cbc:BuyerReference")
+    _add(_one(root, "cac:InvoicePeriod"), "<cbc:DescriptionCode>3</cbc:DescriptionCode>")
+    _add(root, "<cac:BillingReference><cac:InvoiceDocumentReference><cbc:ID>F-PRECEDENTE</cbc:ID>"
+               "<cbc:IssueDate>2025-12-31</cbc:IssueDate></cac:InvoiceDocumentReference></cac:BillingReference>"
+               "<cac:DespatchDocumentReference><cbc:ID>EXP-1</cbc:ID></cac:DespatchDocumentReference>"
+               "<cac:ReceiptDocumentReference><cbc:ID>REC-1</cbc:ID></cac:ReceiptDocumentReference>"
+               "<cac:OriginatorDocumentReference><cbc:ID>LOT-1</cbc:ID></cac:OriginatorDocumentReference>"
+               "<cac:ContractDocumentReference><cbc:ID>MARCHE-1</cbc:ID></cac:ContractDocumentReference>",
+         before="cac:AdditionalDocumentReference")
+    _add(root, '<cac:AdditionalDocumentReference><cbc:ID schemeID="AAA">COMPTEUR-1</cbc:ID>'
+               "<cbc:DocumentTypeCode>130</cbc:DocumentTypeCode></cac:AdditionalDocumentReference>"
+               "<cac:ProjectReference><cbc:ID>PROJ-1</cbc:ID></cac:ProjectReference>",
+         before="cac:AccountingSupplierParty")
+    seller = _one(root, "cac:AccountingSupplierParty/cac:Party")
+    _add(seller, '<cbc:EndpointID schemeID="0009">82908068800460</cbc:EndpointID>', before="cac:PartyIdentification")
+    _add(seller, '<cac:PartyIdentification><cbc:ID schemeID="SEPA">FR12ZZZ123456</cbc:ID></cac:PartyIdentification>',
+         before="cac:PartyName")
+    _add(seller, "<cac:PartyTaxScheme><cbc:CompanyID>123/456/78901</cbc:CompanyID><cac:TaxScheme><cbc:ID>LOC</cbc:ID>"
+                 "</cac:TaxScheme></cac:PartyTaxScheme>", before="cac:PartyLegalEntity")
+    _add(_one(seller, "cac:PartyLegalEntity"), "<cbc:CompanyLegalForm>SAS au capital de 10 000 EUR</cbc:CompanyLegalForm>")
+    _add(seller, "<cac:Contact><cbc:Name>Jean Dupont</cbc:Name><cbc:Telephone>0102030405</cbc:Telephone>"
+                 "<cbc:ElectronicMail>jean.dupont@example.fr</cbc:ElectronicMail></cac:Contact>")
+    buyer = _one(root, "cac:AccountingCustomerParty/cac:Party")
+    _add(buyer, '<cbc:EndpointID schemeID="0009">21380042800111</cbc:EndpointID>', before="cac:PartyIdentification")
+    _add(buyer, "<cac:PartyTaxScheme><cbc:CompanyID>FR40213800428</cbc:CompanyID><cac:TaxScheme><cbc:ID>VAT</cbc:ID>"
+                "</cac:TaxScheme></cac:PartyTaxScheme>", before="cac:PartyLegalEntity")
+    _add(_one(buyer, "cac:PartyLegalEntity"), '<cbc:CompanyID schemeID="0002">213800428</cbc:CompanyID>')
+    _add(_one(root, "cac:Delivery"), '<cac:DeliveryLocation><cbc:ID schemeID="0088">3012345000010</cbc:ID><cac:Address>'
+                                     "<cbc:StreetName>1 rue de la Paix</cbc:StreetName><cac:AddressLine><cbc:Line>Quai 3"
+                                     "</cbc:Line></cac:AddressLine><cbc:CityName>Lyon</cbc:CityName>"
+                                     "<cbc:PostalZone>69001</cbc:PostalZone><cac:Country><cbc:IdentificationCode>FR"
+                                     "</cbc:IdentificationCode></cac:Country></cac:Address></cac:DeliveryLocation>"
+                                     "<cac:DeliveryParty><cac:PartyName><cbc:Name>Entrepôt</cbc:Name></cac:PartyName>"
+                                     "</cac:DeliveryParty>")
+    means = _one(root, "cac:PaymentMeans")
+    code = means.findtext(f"{{{_UBL_CBC}}}PaymentMeansCode")
+    payment_id = means.findtext(f"{{{_UBL_CBC}}}PaymentID") or "PAIEMENT-1"
+    _add(root, f'<cac:PaymentMeans><cbc:PaymentMeansCode name="Virement">{code}</cbc:PaymentMeansCode>'
+               f"<cbc:PaymentID>{payment_id}</cbc:PaymentID><cac:CardAccount><cbc:PrimaryAccountNumberID>1234"
+               "</cbc:PrimaryAccountNumberID><cbc:NetworkID>VISA</cbc:NetworkID><cbc:HolderName>Jean Dupont"
+               "</cbc:HolderName></cac:CardAccount><cac:PayeeFinancialAccount><cbc:ID>FR7613306112440462209358369"
+               "</cbc:ID></cac:PayeeFinancialAccount><cac:PaymentMandate><cbc:ID>MANDAT-1</cbc:ID>"
+               "<cac:PayerFinancialAccount><cbc:ID>FR7630006000011234567890189</cbc:ID></cac:PayerFinancialAccount>"
+               "</cac:PaymentMandate></cac:PaymentMeans>", before="cac:PaymentTerms")
+    tax = _one(root, "cac:TaxTotal/cbc:TaxAmount")
+    _add(root, f'<cac:TaxTotal><cbc:TaxAmount currencyID="USD">{tax.text}</cbc:TaxAmount></cac:TaxTotal>',
+         before="cac:LegalMonetaryTotal")
+    line = _one(root, "cac:InvoiceLine|cac:CreditNoteLine")
+    credited = line.find(f"{{{_UBL_CBC}}}CreditedQuantity") is not None
+    _add(line, "<cbc:Note>Note de ligne</cbc:Note>", before="cbc:CreditedQuantity" if credited else "cbc:InvoicedQuantity")
+    _add(line, "<cac:OrderLineReference><cbc:LineID>1</cbc:LineID></cac:OrderLineReference>"
+               '<cac:DocumentReference><cbc:ID schemeID="AAA">OBJ-1</cbc:ID>'
+               "<cbc:DocumentTypeCode>130</cbc:DocumentTypeCode></cac:DocumentReference>", before="cac:AllowanceCharge")
+    _add(line, f'<cac:AllowanceCharge><cbc:ChargeIndicator>true</cbc:ChargeIndicator><cbc:AllowanceChargeReasonCode>'
+               f'FC</cbc:AllowanceChargeReasonCode><cbc:AllowanceChargeReason>Fret</cbc:AllowanceChargeReason>'
+               f'<cbc:MultiplierFactorNumeric>0</cbc:MultiplierFactorNumeric><cbc:Amount currencyID="{currency}">0.00'
+               f'</cbc:Amount><cbc:BaseAmount currencyID="{currency}">0.00</cbc:BaseAmount></cac:AllowanceCharge>',
+         before="cac:Item")
+    item = _one(line, "cac:Item")
+    _add(item, "<cbc:Description>Description de l'article</cbc:Description>", before="cbc:Name")
+    _add(item, "<cac:BuyersItemIdentification><cbc:ID>ACH-1</cbc:ID></cac:BuyersItemIdentification>",
+         before="cac:SellersItemIdentification")
+    _add(item, '<cac:StandardItemIdentification><cbc:ID schemeID="0160">03012345678901</cbc:ID>'
+               "</cac:StandardItemIdentification><cac:OriginCountry><cbc:IdentificationCode>FR</cbc:IdentificationCode>"
+               '</cac:OriginCountry><cac:CommodityClassification><cbc:ItemClassificationCode listID="STI">12345'
+               "</cbc:ItemClassificationCode></cac:CommodityClassification>", before="cac:ClassifiedTaxCategory")
+    _add(item, "<cac:AdditionalItemProperty><cbc:Name>Couleur</cbc:Name><cbc:Value>Bleu</cbc:Value>"
+               "</cac:AdditionalItemProperty>")
+    return _done(root)
+
+
+# --- variants: what one full document cannot hold at once -------------------------------------
+
+def _edited(raw: bytes, *edits: tuple[str, str, str | None]) -> bytes:
+    """A copy with each (xpath, action, value) applied to every node the path selects: "text"
+    sets the text, "@name" sets that attribute, "remove" drops it, "add" appends the fragment,
+    "before" inserts the fragment just before it."""
+    root = etree.fromstring(raw, _PARSER)
+    for path, action, value in edits:
+        for node in root.xpath(path, namespaces={**_NS, "rsm": _RSM}):
+            if action == "text":
+                node.text = value
+            elif action.startswith("@"):
+                node.set(action[1:], value)
+            elif action == "remove":
+                node.getparent().remove(node)
+            elif action == "add":
+                _add(node, value)
+            elif action == "before":
+                for el in _add(node.getparent(), value):
+                    node.addprevious(el)
+    return _done(root)
+
+
+def _doubled(raw: bytes, path: str) -> bytes:
+    """A copy with the first node `path` selects doubled (its copy right after it)."""
+    root = etree.fromstring(raw, _PARSER)
+    node = root.xpath(path, namespaces={**_NS, "rsm": _RSM})[0]
+    node.addnext(etree.fromstring(etree.tostring(node)))
+    return _done(root)
+
+
+def _single_rate(raw: bytes) -> bytes:
+    """One VAT breakdown for the whole document (the first, its base and tax the totals'), every
+    line and allowance at its rate: a category's base then equals the sum of its lines."""
+    root = etree.fromstring(raw, _PARSER)
+    ns = {**_NS, "rsm": _RSM}
+    if etree.QName(root).localname == "CrossIndustryInvoice":
+        taxes = root.xpath(f"{_T}/ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax", namespaces=ns)
+        totals = "//ram:SpecifiedTradeSettlementHeaderMonetarySummation/ram:"
+        basis, tax = (root.xpath(f"string({totals}{n})", namespaces=ns) for n in ("TaxBasisTotalAmount", "TaxTotalAmount"))
+        taxes[0].find(f"{{{_RAM}}}BasisAmount").text, taxes[0].find(f"{{{_RAM}}}CalculatedAmount").text = basis, tax
+        rate, rates = taxes[0].findtext(f"{{{_RAM}}}RateApplicablePercent"), "//ram:RateApplicablePercent"
+    else:
+        taxes = root.xpath("cac:TaxTotal/cac:TaxSubtotal", namespaces=ns)
+        basis = root.xpath("string(cac:LegalMonetaryTotal/cbc:TaxExclusiveAmount)", namespaces=ns)
+        taxes[0].find(f"{{{_UBL_CBC}}}TaxableAmount").text = basis
+        taxes[0].find(f"{{{_UBL_CBC}}}TaxAmount").text = taxes[0].getparent().findtext(f"{{{_UBL_CBC}}}TaxAmount")
+        rate, rates = taxes[0].findtext(f"{{{_UBL_CAC}}}TaxCategory/{{{_UBL_CBC}}}Percent"), "//cbc:Percent"
+    for other in taxes[1:]:
+        other.getparent().remove(other)
+    for node in root.xpath(rates, namespaces=ns):
+        node.text = rate
+    return _done(root)
+
+
+def _vat_variants(full: bytes, one_line: bytes) -> Iterator[tuple[str, bytes]]:
+    """Each VAT category on the full document: as generated, as the category wants it, without
+    the seller's VAT identifier, alone at one rate, on the first line, breakdown and allowance
+    only (mixed with another category), with a wrong base and tax, a negative rate, an
+    exemption reason where none belongs; on a one-line invoice, on the line only."""
+    cii = syntax_of(full) == "CII"
+    first = ([f"({_T}/ram:IncludedSupplyChainTradeLineItem)[1]//ram:ApplicableTradeTax",
+              f"({_T}/ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax)[1]",
+              f"({_T}/ram:ApplicableHeaderTradeSettlement/ram:SpecifiedTradeAllowanceCharge)[1]/ram:CategoryTradeTax"]
+             if cii else ["(//cac:ClassifiedTaxCategory)[1]", "(cac:TaxTotal/cac:TaxSubtotal)[1]/cac:TaxCategory",
+                          "(cac:AllowanceCharge)[1]/cac:TaxCategory"])
+    code_of = "ram:CategoryCode" if cii else "cbc:ID"
+    rate_of = "ram:RateApplicablePercent" if cii else "cbc:Percent"
+    basis = ([f"({_T}/ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax)[1]/ram:{n}"
+              for n in ("BasisAmount", "CalculatedAmount")] if cii
+             else [f"(cac:TaxTotal/cac:TaxSubtotal)[1]/cbc:{n}" for n in ("TaxableAmount", "TaxAmount")])
+    reason = ('<ram:ExemptionReason>Exonération</ram:ExemptionReason>' if cii
+              else "<cbc:TaxExemptionReason>Exonération</cbc:TaxExemptionReason>")
+    reason_before = (f"{_T}/ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax/ram:BasisAmount" if cii
+                     else "cac:TaxTotal/cac:TaxSubtotal/cac:TaxCategory/cac:TaxScheme")
+    for code in VAT_CATEGORIES:
+        consistent = _vat_category(full, code, consistent=True)
+        yield f"vat-{code}", _vat_category(full, code, consistent=False)
+        yield f"vat-{code}:consistent", consistent
+        yield f"vat-{code}:no-seller-vat", _vat_category(full, code, consistent=True, seller_vat=False)
+        yield f"vat-{code}:single-rate", _vat_category(_single_rate(full), code, consistent=True)
+        yield f"vat-{code}:mixed", _edited(full, *((f"{p}/{code_of}", "text", code) for p in first))
+        shifted = [(p, "text", str(Decimal(v) + 10)) for p, v in
+                   ((p, etree.fromstring(consistent, _PARSER).xpath(f"string({p})", namespaces={**_NS, "rsm": _RSM}))
+                    for p in basis)]
+        yield f"vat-{code}:wrong-basis", _edited(consistent, *shifted)
+        yield f"vat-{code}:negative-rate", _edited(_vat_category(full, code, consistent=False), (f"//{rate_of}", "text", "-1"))
+        yield f"vat-{code}:reason", _edited(consistent, (reason_before, "before", reason))
+        yield f"vat-{code}:one-line", _vat_category(one_line, code, consistent=True, lines_only=True)
+
+
+# UBL-CR rules whose test is not a plain forbidden path (`differential.insertions` misses them):
+# the path each forbids, added to the full invoice.
+_UBL_FORBIDDEN = (
+    ("UBL-CR-002", ("cbc:CustomizationID", "before", "<cbc:UBLVersionID>2.0</cbc:UBLVersionID>")),
+    ("UBL-CR-412", ("(cac:PaymentMeans)[1]/cbc:PaymentID", "before", "<cbc:PaymentDueDate>2026-11-08</cbc:PaymentDueDate>")),
+    ("UBL-CR-652", ("//cac:PartyTaxScheme/cbc:CompanyID", "@schemeID", "VAT")),
+    ("UBL-CR-660", ("//cac:Country/cbc:IdentificationCode", "@listID", "ISO3166-1:Alpha2")),
+    ("UBL-CR-662", ("//cbc:AllowanceChargeReasonCode", "@listID", "UNCL5189")),
+    ("UBL-CR-665", ("cac:AdditionalDocumentReference[not(cbc:DocumentTypeCode = '130')]/cbc:ID", "@schemeID", "AAA")),
+    ("UBL-CR-666", ("cac:AdditionalDocumentReference[cbc:DocumentTypeCode = '130']", "add",
+                    "<cac:Attachment><cac:ExternalReference><cbc:URI>https://example.fr/releve</cbc:URI>"
+                    "</cac:ExternalReference></cac:Attachment>")),
+    ("UBL-CR-667", ("//cac:BuyersItemIdentification/cbc:ID", "@schemeID", "0160")),
+    ("UBL-CR-668", ("//cac:SellersItemIdentification/cbc:ID", "@schemeID", "0160")),
+    ("UBL-CR-673", ("cac:AdditionalDocumentReference[cbc:DocumentTypeCode = '130']", "add",
+                    "<cbc:DocumentDescription>Relevé</cbc:DocumentDescription>")),
+    ("UBL-CR-674", ("//cbc:PrimaryAccountNumberID", "@schemeID", "VISA")),
+    ("UBL-CR-675", ("//cac:CardAccount/cbc:NetworkID", "@schemeID", "VISA")),
+    ("UBL-CR-676", ("//cac:PaymentMandate/cbc:ID", "@schemeID", "SEPA")),
+    ("UBL-CR-677", ("//cac:PaymentMandate/cac:PayerFinancialAccount/cbc:ID", "@schemeID", "IBAN")),
+    ("UBL-CR-678", ("//cac:TaxCategory/cbc:ID", "@schemeID", "UNCL5305")),
+    ("UBL-CR-679", ("//cac:ClassifiedTaxCategory/cbc:ID", "@schemeID", "UNCL5305")),
+    ("UBL-CR-680", ("(cac:PaymentMeans)[1]", "add", "<cac:PayerFinancialAccount><cbc:ID>FR7630006000011234567890189"
+                                                  "</cbc:ID></cac:PayerFinancialAccount>")),
+    ("UBL-DT-18", ("cbc:InvoiceTypeCode | cbc:CreditNoteTypeCode", "@name", "Facture")),
+)
+
+
+def _ubl_variants(raw: bytes, full: bytes) -> Iterator[tuple[str, bytes]]:
+    yield from ((rule, _edited(full, edit)) for rule, edit in _UBL_FORBIDDEN)
+    yield "period-reversed", _edited(full, ("//cac:InvoicePeriod/cbc:StartDate", "text", "2026-02-28"))
+    yield "tax-point-date", _edited(full, ("cbc:DocumentCurrencyCode", "before", "<cbc:TaxPointDate>2026-01-31</cbc:TaxPointDate>"))
+    yield "no-reasons", _edited(full, ("//cac:AllowanceCharge/cbc:AllowanceChargeReason", "remove", None),
+                                ("//cac:AllowanceCharge/cbc:AllowanceChargeReasonCode", "remove", None))
+    yield "long-card-number", _edited(full, ("//cbc:PrimaryAccountNumberID", "text", "4970101234567890"))
+    yield "note-bad-subject", _edited(full, ("cbc:Note", "text", "#ZZZ#Note de document"))
+    yield "bad-unit", _edited(full, ("//@unitCode/..", "@unitCode", "ZZZ"))
+    yield "credit-note:two-due-dates", _edited(credit_note(full), ("cac:PaymentMeans/cbc:PaymentID", "before",
+                                                                      "<cbc:PaymentDueDate>2026-11-08</cbc:PaymentDueDate>"))
+    yield "vat-E:reason-doubled", _doubled(_vat_category(full, "E", consistent=True), "(//cbc:TaxExemptionReason)[1]")
+    yield "vat-K:no-delivery", _vat_category(_edited(raw, ("cac:Delivery", "remove", None)), "K", consistent=True)
+
+
+def _cii_variants(raw: bytes, full: bytes) -> Iterator[tuple[str, bytes]]:
+    settlement = f"{_T}/ram:ApplicableHeaderTradeSettlement"
+    yield "period-reversed", _edited(full, ("//ram:BillingSpecifiedPeriod/ram:StartDateTime/udt:DateTimeString",
+                                            "text", "20260228"))
+    yield "period-empty", _edited(full, ("//ram:BillingSpecifiedPeriod/*", "remove", None))
+    yield "tax-point-and-code", _edited(full, (f"{settlement}/ram:ApplicableTradeTax[ram:TaxPointDate]/ram:TaxPointDate",
+                                               "before", "<ram:DueDateTypeCode>5</ram:DueDateTypeCode>"))
+    yield "no-reasons", _edited(full, ("//ram:SpecifiedTradeAllowanceCharge/ram:Reason", "remove", None),
+                                ("//ram:SpecifiedTradeAllowanceCharge/ram:ReasonCode", "remove", None))
+    yield "long-card-number", _edited(full, ("//ram:ApplicableTradeSettlementFinancialCard/ram:ID", "text", "4970101234567890"))
+    yield "contact-department", _edited(full, ("//ram:DefinedTradeContact/ram:PersonName", "before",
+                                               "<ram:DepartmentName>Comptabilité</ram:DepartmentName>"))
+    yield "no-lines", _edited(full, (f"{_T}/ram:IncludedSupplyChainTradeLineItem", "remove", None))
+    yield "bad-currencies", _edited(full, (f"{settlement}/ram:InvoiceCurrencyCode", "text", "ZZZ"),
+                                    (f"{settlement}/ram:TaxCurrencyCode", "text", "ZZY"),
+                                    ("//ram:TaxTotalAmount[@currencyID = 'USD']", "@currencyID", "ZZY"),
+                                    ("//ram:TaxTotalAmount[@currencyID != 'ZZY']", "@currencyID", "ZZZ"))
+    yield "bad-unit", _edited(full, ("//@unitCode/..", "@unitCode", "ZZZ"))
+    yield "seller-unidentified", _edited(full, *((f"//ram:SellerTradeParty/ram:{n}", "remove", None) for n in
+                                                 ("ID", "GlobalID", "SpecifiedLegalOrganization", "SpecifiedTaxRegistration")))
+    yield "allowance-two-rates", _edited(full, (f"({settlement}/ram:SpecifiedTradeAllowanceCharge)[1]", "add",
+                                                "<ram:RateApplicablePercent>0</ram:RateApplicablePercent>" * 2))
+    yield "vat-K:no-delivery", _vat_category(_edited(raw, ("//ram:ActualDeliverySupplyChainEvent", "remove", None)),
+                                             "K", consistent=True)
+
+
 def documents(raw: bytes) -> Iterator[tuple[str, bytes]]:
-    """The targeted documents built from one generated UBL or CII invoice."""
-    if syntax_of(raw) != "CII":
-        return
-    full = full_cii(raw)
+    """The targeted documents built from one generated UBL or CII invoice: the full document,
+    its one-change mutations and doubled elements, the VAT category variants and the others."""
+    cii = syntax_of(raw) == "CII"
+    full = full_cii(raw) if cii else full_ubl(raw)
+    lines = f"{_T}/ram:IncludedSupplyChainTradeLineItem[position() > 1]" if cii else "cac:InvoiceLine[position() > 1]"
     yield "full", full
     yield from ((f"full:{name}", doc) for name, doc in [*mutations(full), *duplications(full)])
+    yield from ((f"full:{name}", doc) for name, doc in _vat_variants(full, _edited(raw, (lines, "remove", None))))
+    yield from (_cii_variants if cii else _ubl_variants)(raw, full)

@@ -287,17 +287,19 @@ def _vat_category(raw: bytes, code: str, consistent: bool, lines_only: bool = Fa
                   seller_vat: bool = True) -> bytes:
     """Every VAT category of the document (or of its lines only) set to `code`; when
     `consistent`, the amounts and the exemption reasons made as the category wants them (zero
-    VAT, totals without VAT); without `seller_vat`, the seller's VAT identifiers removed."""
+    VAT, totals without VAT); without `seller_vat`, the seller's VAT identifiers and the tax
+    representative removed. For CII, document allowances and charges are in the category too."""
     root = etree.fromstring(raw, _PARSER)
     if not seller_vat:
-        for scheme in root.iterfind(f".//{{{_UBL_CAC}}}AccountingSupplierParty//{{{_UBL_CAC}}}PartyTaxScheme"):
-            scheme.getparent().remove(scheme)
-        for reg in root.iterfind(f".//{{{_RAM}}}SellerTradeParty/{{{_RAM}}}SpecifiedTaxRegistration"):
-            reg.getparent().remove(reg)
+        for gone in [*root.iterfind(f".//{{{_UBL_CAC}}}AccountingSupplierParty//{{{_UBL_CAC}}}PartyTaxScheme"),
+                     *root.iterfind(f".//{{{_UBL_CAC}}}TaxRepresentativeParty"),
+                     *root.iterfind(f".//{{{_RAM}}}SellerTradeParty/{{{_RAM}}}SpecifiedTaxRegistration"),
+                     *root.iterfind(f".//{{{_RAM}}}SellerTaxRepresentativeTradeParty")]:
+            gone.getparent().remove(gone)
     zero = consistent and code in _ZERO_RATED
     reason = consistent and code not in ("Z", "S", "L", "M", "B")
     if etree.QName(root).localname == "CrossIndustryInvoice":
-        for tax in root.iter(f"{{{_RAM}}}ApplicableTradeTax"):
+        for tax in root.iter(f"{{{_RAM}}}ApplicableTradeTax", f"{{{_RAM}}}CategoryTradeTax"):
             if lines_only and tax.getparent().tag != f"{{{_RAM}}}SpecifiedLineTradeSettlement":
                 continue
             _set_category(tax, f"{{{_RAM}}}CategoryCode", f"{{{_RAM}}}RateApplicablePercent", code, zero)
