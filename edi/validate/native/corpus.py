@@ -376,13 +376,15 @@ def _vat_variants(full: bytes, one_line: bytes) -> Iterator[tuple[str, bytes]]:
     """Each VAT category on the full document: as generated, as the category wants it, without
     the seller's VAT identifier, alone at one rate, on the first line, breakdown and allowance
     only (mixed with another category), with a wrong base and tax, a negative rate, an
-    exemption reason where none belongs; on a one-line invoice, on the line only."""
+    exemption reason where none belongs; on a one-line invoice, on the line only or on the
+    breakdown only; for CII, a rate misplaced on the settlement, which BR-AF-08 and BR-AG-08 read
+    (`../ram:RateApplicablePercent` from the breakdown: without it, "every" holds on nothing)."""
     cii = syntax_of(full) == "CII"
     first = ([f"({_T}/ram:IncludedSupplyChainTradeLineItem)[1]//ram:ApplicableTradeTax",
-              f"({_T}/ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax)[1]",
-              f"({_T}/ram:ApplicableHeaderTradeSettlement/ram:SpecifiedTradeAllowanceCharge)[1]/ram:CategoryTradeTax"]
-             if cii else ["(//cac:ClassifiedTaxCategory)[1]", "(cac:TaxTotal/cac:TaxSubtotal)[1]/cac:TaxCategory",
-                          "(cac:AllowanceCharge)[1]/cac:TaxCategory"])
+              f"({_T}/ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax)[1]"]
+             if cii else ["(//cac:ClassifiedTaxCategory)[1]", "(cac:TaxTotal/cac:TaxSubtotal)[1]/cac:TaxCategory"])
+    headers = (f"{_T}/ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax" if cii
+               else "cac:TaxTotal/cac:TaxSubtotal/cac:TaxCategory")
     code_of = "ram:CategoryCode" if cii else "cbc:ID"
     rate_of = "ram:RateApplicablePercent" if cii else "cbc:Percent"
     basis = ([f"({_T}/ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax)[1]/ram:{n}"
@@ -392,7 +394,7 @@ def _vat_variants(full: bytes, one_line: bytes) -> Iterator[tuple[str, bytes]]:
               else "<cbc:TaxExemptionReason>Exonération</cbc:TaxExemptionReason>")
     reason_before = (f"{_T}/ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax/ram:BasisAmount" if cii
                      else "cac:TaxTotal/cac:TaxSubtotal/cac:TaxCategory/cac:TaxScheme")
-    for code in VAT_CATEGORIES:
+    for code in (*VAT_CATEGORIES, "S"):
         consistent = _vat_category(full, code, consistent=True)
         yield f"vat-{code}", _vat_category(full, code, consistent=False)
         yield f"vat-{code}:consistent", consistent
@@ -406,6 +408,11 @@ def _vat_variants(full: bytes, one_line: bytes) -> Iterator[tuple[str, bytes]]:
         yield f"vat-{code}:negative-rate", _edited(_vat_category(full, code, consistent=False), (f"//{rate_of}", "text", "-1"))
         yield f"vat-{code}:reason", _edited(consistent, (reason_before, "before", reason))
         yield f"vat-{code}:one-line", _vat_category(one_line, code, consistent=True, lines_only=True)
+        yield f"vat-{code}:one-line-breakdown", _edited(one_line, (f"{headers}/{code_of}", "text", code))
+        if cii:
+            yield f"vat-{code}:settlement-rate", _edited(consistent, (
+                f"{_T}/ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax", "before",
+                "<ram:RateApplicablePercent>20</ram:RateApplicablePercent>"))
 
 
 # UBL-CR rules whose test is not a plain forbidden path (`differential.insertions` misses them):
@@ -443,7 +450,7 @@ def _ubl_variants(raw: bytes, full: bytes) -> Iterator[tuple[str, bytes]]:
     yield "no-reasons", _edited(full, ("//cac:AllowanceCharge/cbc:AllowanceChargeReason", "remove", None),
                                 ("//cac:AllowanceCharge/cbc:AllowanceChargeReasonCode", "remove", None))
     yield "long-card-number", _edited(full, ("//cbc:PrimaryAccountNumberID", "text", "4970101234567890"))
-    yield "note-bad-subject", _edited(full, ("cbc:Note", "text", "#ZZZ#Note de document"))
+    yield "note-bad-subject", _edited(full, ("cbc:Note", "text", "#ZZY#Note de document"))
     yield "bad-unit", _edited(full, ("//@unitCode/..", "@unitCode", "ZZZ"))
     yield "credit-note:two-due-dates", _edited(credit_note(full), ("cac:PaymentMeans/cbc:PaymentID", "before",
                                                                       "<cbc:PaymentDueDate>2026-11-08</cbc:PaymentDueDate>"))
