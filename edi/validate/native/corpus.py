@@ -399,6 +399,11 @@ def _vat_variants(full: bytes, one_line: bytes) -> Iterator[tuple[str, bytes]]:
         yield f"vat-{code}", _vat_category(full, code, consistent=False)
         yield f"vat-{code}:consistent", consistent
         yield f"vat-{code}:no-seller-vat", _vat_category(full, code, consistent=True, seller_vat=False)
+        if code == "O":  # not subject to VAT: no VAT identifier for the buyer either
+            buyer_vat = ("//ram:BuyerTradeParty/ram:SpecifiedTaxRegistration" if cii
+                         else "cac:AccountingCustomerParty/cac:Party/cac:PartyTaxScheme")
+            yield "vat-O:no-vat-ids", _edited(_vat_category(full, code, consistent=True, seller_vat=False),
+                                              (buyer_vat, "remove", None))
         yield f"vat-{code}:single-rate", _vat_category(_single_rate(full), code, consistent=True)
         yield f"vat-{code}:mixed", _edited(full, *((f"{p}/{code_of}", "text", code) for p in first))
         shifted = [(p, "text", str(Decimal(v) + 10)) for p, v in
