@@ -17,10 +17,11 @@ from decimal import Decimal
 from lxml import etree
 
 from edi.validate.native.differential import (
-    _PARSER, _RAM, _UBL_CAC, _UBL_CBC, VAT_CATEGORIES, _optional_groups, _serialise, _vat_category,
-    credit_note, duplications, mutations, syntax_of)
+    _PARSER, _RAM, _UBL_CAC, _UBL_CBC, _UDT, VAT_CATEGORIES, _optional_groups, _place, _serialise,
+    _vat_category, credit_note, duplications, mutations, syntax_of)
 
-_UDT = "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:100"
+_RSM = "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100"
+_T = "/rsm:CrossIndustryInvoice/rsm:SupplyChainTradeTransaction"  # where CII's groups are
 _QDT = "urn:un:unece:uncefact:data:standard:QualifiedDataType:100"
 _NS = {"ram": _RAM, "udt": _UDT, "qdt": _QDT, "cac": _UBL_CAC, "cbc": _UBL_CBC}
 _DECLS = " ".join(f'xmlns:{p}="{u}"' for p, u in _NS.items())
@@ -29,17 +30,11 @@ _DECLS = " ".join(f'xmlns:{p}="{u}"' for p, u in _NS.items())
 def _add(parent: etree._Element, xml: str, before: str | None = None) -> list[etree._Element]:
     """The elements of an XML fragment (prefixes ram, udt, qdt, cac, cbc) added to `parent`,
     before its first `before` child (a prefixed name) when there is one, else at the end."""
-    wrapper = etree.fromstring(f"<w {_DECLS}>{xml}</w>".encode(), _PARSER)
-    added = list(wrapper)
-    anchor = None
+    added = list(etree.fromstring(f"<w {_DECLS}>{xml}</w>".encode(), _PARSER))
     if before:
         prefix, name = before.split(":")
-        anchor = next(parent.iterchildren(f"{{{_NS[prefix]}}}{name}"), None)
-    for el in added:
-        if anchor is not None:
-            anchor.addprevious(el)
-        else:
-            parent.append(el)
+        before = f"{{{_NS[prefix]}}}{name}"
+    _place(parent, added, before)
     return added
 
 
@@ -54,10 +49,6 @@ def _one(root: etree._Element, path: str) -> etree._Element:
     if not found:
         raise ValueError(f"no {path} in the document")
     return found[0]
-
-
-_RSM = "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100"
-_T = "/rsm:CrossIndustryInvoice/rsm:SupplyChainTradeTransaction"
 
 
 # --- CII ---------------------------------------------------------------------------------------
@@ -110,7 +101,7 @@ def full_cii(raw: bytes) -> bytes:
     _add(seller, "<ram:ID>VENDEUR-1</ram:ID>", before="ram:GlobalID")
     _add(seller, "<ram:Description>Société par actions simplifiée</ram:Description>",
          before="ram:SpecifiedLegalOrganization")
-    _add(seller, _contact("Service comptable"), before="ram:PostalTradeAddress")
+    _add(seller, _contact("Jean Dupont"), before="ram:PostalTradeAddress")
     _add(_one(seller, "ram:PostalTradeAddress"), "<ram:CountrySubDivisionName>Gironde</ram:CountrySubDivisionName>")
     _add(seller, '<ram:URIUniversalCommunication><ram:URIID schemeID="EM">facturation@vendeur.fr</ram:URIID>'
                  "</ram:URIUniversalCommunication>", before="ram:SpecifiedTaxRegistration")
@@ -119,7 +110,7 @@ def full_cii(raw: bytes) -> bytes:
     buyer = _one(agreement, "ram:BuyerTradeParty")
     _add(buyer, "<ram:ID>ACHETEUR-1</ram:ID>", before="ram:GlobalID")
     _add(buyer, '<ram:SpecifiedLegalOrganization><ram:ID schemeID="0002">213800428</ram:ID>'
-                "</ram:SpecifiedLegalOrganization>" + _contact("Service achats"), before="ram:PostalTradeAddress")
+                "</ram:SpecifiedLegalOrganization>" + _contact("Marie Martin"), before="ram:PostalTradeAddress")
     _add(_one(buyer, "ram:PostalTradeAddress"), "<ram:CountrySubDivisionName>Isère</ram:CountrySubDivisionName>")
     _add(buyer, '<ram:URIUniversalCommunication><ram:URIID schemeID="EM">factures@acheteur.fr</ram:URIID>'
                 '</ram:URIUniversalCommunication><ram:SpecifiedTaxRegistration><ram:ID schemeID="VA">FR40213800428'
@@ -198,11 +189,11 @@ def full_cii(raw: bytes) -> bytes:
     return _done(root)
 
 
-def _contact(department: str) -> str:
-    return ("<ram:DefinedTradeContact><ram:PersonName>Jean Dupont</ram:PersonName>"
-            f"<ram:TelephoneUniversalCommunication><ram:CompleteNumber>0102030405</ram:CompleteNumber>"
+def _contact(person: str) -> str:
+    return (f"<ram:DefinedTradeContact><ram:PersonName>{person}</ram:PersonName>"
+            "<ram:TelephoneUniversalCommunication><ram:CompleteNumber>0102030405</ram:CompleteNumber>"
             "</ram:TelephoneUniversalCommunication><ram:EmailURIUniversalCommunication>"
-            "<ram:URIID>jean.dupont@example.fr</ram:URIID></ram:EmailURIUniversalCommunication>"
+            "<ram:URIID>contact@example.fr</ram:URIID></ram:EmailURIUniversalCommunication>"
             "</ram:DefinedTradeContact>")
 
 

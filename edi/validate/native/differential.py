@@ -260,12 +260,18 @@ def _sub(parent: etree._Element, tag: str, text: str = "", before: str | None = 
     """A child element, placed before the first `before` child when there is one."""
     el = etree.Element(tag, attrib)
     el.text = text or None
-    anchor = next(parent.iterchildren(before), None) if before else None
-    if anchor is not None:
-        anchor.addprevious(el)
-    else:
-        parent.append(el)
+    _place(parent, [el], before)
     return el
+
+
+def _place(parent: etree._Element, elements: list[etree._Element], before: str | None) -> None:
+    """Elements added to `parent`, before its first `before` child (a Clark name) if any, else last."""
+    anchor = next(parent.iterchildren(before), None) if before else None
+    for el in elements:
+        if anchor is not None:
+            anchor.addprevious(el)
+        else:
+            parent.append(el)
 
 
 def _serialise(root: etree._Element) -> bytes:
