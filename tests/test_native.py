@@ -3,7 +3,8 @@
 The bar is the differential one: on every document, the native engine fires exactly the
 (rule id, flag, location) set Saxon fires — generated UBL and CII invoices with every error
 kind, credit notes, and one-change mutations (element removed/emptied/bad code, amount moved by
-a cent or a third decimal, attribute removed/bad) and insertions of the paths the rules forbid.
+a cent or a third decimal, attribute removed/bad) and insertions of the paths the rules forbid,
+and a score of the targeted documents (`corpus`: full invoices and their variants).
 This is the fast subset; the benchmark runs
 the whole corpus (`benchmarks/schematron.py --differential`).
 """

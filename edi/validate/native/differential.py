@@ -6,8 +6,9 @@ The corpus is generated (`edi.gen.differential_corpus`: UBL and CII invoices wit
 derived from them) plus targeted mutations of each (one element removed, emptied, given a bad
 code, or an amount shifted by a cent or given a third decimal) and insertions read off the rules
 (each path a rule forbids, added) and targeted documents (`targeted`: each VAT category, the
-UBL optional groups; `duplications`: every element doubled), so that each rule is seen both
-firing and passing;
+UBL optional groups; `duplications`: every element doubled; `corpus.documents`: full UBL and
+CII invoices with every optional group, their mutations and variants), so that each rule is
+seen both firing and passing;
 `Report.unexercised` lists the rule ids that were not.
 """
 
