@@ -365,8 +365,8 @@ def _single_rate(raw: bytes) -> bytes:
 
 def _vat_variants(full: bytes, one_line: bytes) -> Iterator[tuple[str, bytes]]:
     """Each VAT category on the full document: as generated, as the category wants it, without
-    the seller's VAT identifier, alone at one rate, on the first line, breakdown and allowance
-    only (mixed with another category), with a wrong base and tax, a negative rate, an
+    the seller's VAT identifier, alone at one rate, on the first line and breakdown only (mixed
+    with another category), with a wrong base and tax, a negative rate, an
     exemption reason where none belongs; on a one-line invoice, on the line only or on the
     breakdown only; for CII, a rate misplaced on the settlement, which BR-AF-08 and BR-AG-08 read
     (`../ram:RateApplicablePercent` from the breakdown: without it, "every" holds on nothing)."""
@@ -397,9 +397,9 @@ def _vat_variants(full: bytes, one_line: bytes) -> Iterator[tuple[str, bytes]]:
                                               (buyer_vat, "remove", None))
         yield f"vat-{code}:single-rate", _vat_category(_single_rate(full), code, consistent=True)
         yield f"vat-{code}:mixed", _edited(full, *((f"{p}/{code_of}", "text", code) for p in first))
-        shifted = [(p, "text", str(Decimal(v) + 10)) for p, v in
-                   ((p, etree.fromstring(consistent, _PARSER).xpath(f"string({p})", namespaces={**_NS, "rsm": _RSM}))
-                    for p in basis)]
+        amounts = etree.fromstring(consistent, _PARSER)
+        shifted = [(p, "text", str(Decimal(amounts.xpath(f"string({p})", namespaces={**_NS, "rsm": _RSM})) + 10))
+                   for p in basis]
         yield f"vat-{code}:wrong-basis", _edited(consistent, *shifted)
         yield f"vat-{code}:negative-rate", _edited(_vat_category(full, code, consistent=False), (f"//{rate_of}", "text", "-1"))
         yield f"vat-{code}:reason", _edited(consistent, (reason_before, "before", reason))
