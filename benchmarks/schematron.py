@@ -346,7 +346,7 @@ def native_section(raws: list[bytes], work: Path, flow, warm_flow, seed: int, n:
 
 def differential(n: int, seed: int) -> None:
     """The whole differential corpus (see --differential)."""
-    from edi.validate.native import differential as diff
+    from edi.validate.native import corpus, differential as diff
 
     started = time.perf_counter()
     base = list(generator.differential_corpus(n, seed=seed, errors=0.5))
@@ -358,7 +358,7 @@ def differential(n: int, seed: int) -> None:
     for name, raw in base[:2] + [cii]:
         docs += list(diff.insertions(raw, "EN16931-CII" if name.startswith("FSO1106A") else "EN16931-UBL"))
     for name, raw in (base[0], cii):  # what the generator never writes
-        docs += [(f"{name}:{k}", d) for k, d in [*diff.targeted(raw), *diff.duplications(raw)]]
+        docs += [(f"{name}:{k}", d) for k, d in [*diff.targeted(raw), *diff.duplications(raw), *corpus.documents(raw)]]
     report = diff.compare(docs)
     print(f"differential corpus: {len(base)} generated documents + {len(docs) - len(base)} mutations; "
           f"{report.documents} compared in {time.perf_counter() - started:.0f} s")

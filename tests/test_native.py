@@ -3,7 +3,8 @@
 The bar is the differential one: on every document, the native engine fires exactly the
 (rule id, flag, location) set Saxon fires — generated UBL and CII invoices with every error
 kind, credit notes, and one-change mutations (element removed/emptied/bad code, amount moved by
-a cent or a third decimal, attribute removed/bad) and insertions of the paths the rules forbid.
+a cent or a third decimal, attribute removed/bad) and insertions of the paths the rules forbid,
+and a score of the targeted documents (`corpus`: full invoices and their variants).
 This is the fast subset; the benchmark runs
 the whole corpus (`benchmarks/schematron.py --differential`).
 """
@@ -22,6 +23,7 @@ from lxml import etree
 from edi.validate import pool, schematron
 from edi import gen
 from edi.validate.native import compiler, differential, engine_for
+from edi.validate.native.corpus import documents as targeted_documents
 from edi.validate.native.rules import NativeRules
 from edi.validate.native.xpath import Compiler, XPathError, decimal_divide
 
@@ -278,3 +280,44 @@ def test_preceding_axis_and_attributes_anywhere_agree_with_saxon():
     for rule in ("UBL-SR-44", "UBL-DT-18"):
         assert min(seen[rule]) >= 1, (rule, seen[rule])
     assert "UBL-SR-44" in {rule for rule, _, _ in differential.native_hits("EN16931-UBL", docs[0][1])}
+
+
+# --- targeted documents (edi.validate.native.corpus): the rules generated invoices never reach ---
+
+@pytest.fixture(scope="module")
+def clean() -> dict[str, bytes]:
+    """One clean generated invoice per syntax (no error written)."""
+    docs = list(gen.differential_corpus(1, seed=1, errors=0))
+    return {"UBL": next(raw for name, raw in docs if "FSO1100A" in name and "avoir" not in name),
+            "CII": next(raw for name, raw in docs if "FSO1106A" in name and "avoir" not in name)}
+
+
+def _exercised(raw: bytes, ruleset: str, names: list[str], rules: list[str]) -> None:
+    """The named targeted documents agree on both engines, the full one fires nothing, and each
+    rule is seen both firing and passing among them."""
+    docs = dict(targeted_documents(raw))
+    assert differential.saxon_hits(ruleset, docs["full"]) == differential.native_hits(ruleset, docs["full"]) == {}
+    report = differential.compare([(n, docs[n]) for n in names])
+    assert report.documents == len(names) and report.disagreements == [], "\n".join(map(str, report.disagreements))
+    seen = report.seen[ruleset]
+    assert [r for r in rules if min(seen.get(r, [0, 0])) == 0] == []
+
+
+def test_full_ubl_and_its_variants_exercise_optional_group_rules(clean):
+    forbidden = ["UBL-CR-002", "UBL-CR-412", "UBL-CR-652", "UBL-CR-666", "UBL-CR-674", "UBL-CR-680", "UBL-DT-18"]
+    names = ["full", *forbidden, "period-reversed", "tax-point-date", "no-reasons", "long-card-number",
+             "note-bad-subject", "bad-unit", "full:vat-O:mixed", "full:vat-S:reason", "full:vat-E:wrong-basis", "full:vat-E:single-rate"]
+    _exercised(clean["UBL"], "EN16931-UBL", names, [
+        *forbidden, "BR-29", "BR-30", "BR-CO-03", "BR-33", "BR-38", "BR-42", "BR-44", "BR-CO-21", "BR-CO-24",
+        "BR-51", "BR-CL-08", "BR-CL-23", "BR-O-11", "BR-O-12", "BR-O-13", "BR-O-14", "BR-S-10", "BR-E-08"])
+
+
+def test_full_cii_and_its_variants_exercise_optional_group_rules(clean):
+    names = ["full", "period-reversed", "period-empty", "tax-point-and-code", "no-reasons", "long-card-number",
+             "contact-department", "no-lines", "bad-currencies", "bad-unit", "seller-unidentified",
+             "full:vat-E", "full:vat-E:consistent", "full:vat-L:consistent", "full:vat-L:settlement-rate",
+             "full:vat-Z:one-line-breakdown"]
+    _exercised(clean["CII"], "EN16931-CII", names, [
+        "BR-29", "BR-30", "BR-CO-19", "BR-CO-20", "BR-CO-03", "BR-33", "BR-38", "BR-42", "BR-44", "BR-51",
+        "CII-SR-465", "CII-SR-466", "BR-CO-26", "BR-E-06", "BR-E-07", "BR-AF-08", "BR-S-01", "FX-SCH-A-000265",
+        "FX-SCH-A-000606", "FX-SCH-A-000607", "FX-SCH-A-000612", "FX-SCH-A-000613"])

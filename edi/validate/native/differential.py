@@ -6,8 +6,9 @@ The corpus is generated (`edi.gen.differential_corpus`: UBL and CII invoices wit
 derived from them) plus targeted mutations of each (one element removed, emptied, given a bad
 code, or an amount shifted by a cent or given a third decimal) and insertions read off the rules
 (each path a rule forbids, added) and targeted documents (`targeted`: each VAT category, the
-UBL optional groups; `duplications`: every element doubled), so that each rule is seen both
-firing and passing;
+UBL optional groups; `duplications`: every element doubled; `corpus.documents`: full UBL and
+CII invoices with every optional group, their mutations and variants), so that each rule is
+seen both firing and passing;
 `Report.unexercised` lists the rule ids that were not.
 """
 
@@ -260,12 +261,18 @@ def _sub(parent: etree._Element, tag: str, text: str = "", before: str | None = 
     """A child element, placed before the first `before` child when there is one."""
     el = etree.Element(tag, attrib)
     el.text = text or None
-    anchor = next(parent.iterchildren(before), None) if before else None
-    if anchor is not None:
-        anchor.addprevious(el)
-    else:
-        parent.append(el)
+    _place(parent, [el], before)
     return el
+
+
+def _place(parent: etree._Element, elements: list[etree._Element], before: str | None) -> None:
+    """Elements added to `parent`, before its first `before` child (a Clark name) if any, else last."""
+    anchor = next(parent.iterchildren(before), None) if before else None
+    for el in elements:
+        if anchor is not None:
+            anchor.addprevious(el)
+        else:
+            parent.append(el)
 
 
 def _serialise(root: etree._Element) -> bytes:
@@ -287,17 +294,19 @@ def _vat_category(raw: bytes, code: str, consistent: bool, lines_only: bool = Fa
                   seller_vat: bool = True) -> bytes:
     """Every VAT category of the document (or of its lines only) set to `code`; when
     `consistent`, the amounts and the exemption reasons made as the category wants them (zero
-    VAT, totals without VAT); without `seller_vat`, the seller's VAT identifiers removed."""
+    VAT, totals without VAT); without `seller_vat`, the seller's VAT identifiers and the tax
+    representative removed. For CII, document allowances and charges are in the category too."""
     root = etree.fromstring(raw, _PARSER)
     if not seller_vat:
-        for scheme in root.iterfind(f".//{{{_UBL_CAC}}}AccountingSupplierParty//{{{_UBL_CAC}}}PartyTaxScheme"):
-            scheme.getparent().remove(scheme)
-        for reg in root.iterfind(f".//{{{_RAM}}}SellerTradeParty/{{{_RAM}}}SpecifiedTaxRegistration"):
-            reg.getparent().remove(reg)
+        for gone in [*root.iterfind(f".//{{{_UBL_CAC}}}AccountingSupplierParty//{{{_UBL_CAC}}}PartyTaxScheme"),
+                     *root.iterfind(f".//{{{_UBL_CAC}}}TaxRepresentativeParty"),
+                     *root.iterfind(f".//{{{_RAM}}}SellerTradeParty/{{{_RAM}}}SpecifiedTaxRegistration"),
+                     *root.iterfind(f".//{{{_RAM}}}SellerTaxRepresentativeTradeParty")]:
+            gone.getparent().remove(gone)
     zero = consistent and code in _ZERO_RATED
     reason = consistent and code not in ("Z", "S", "L", "M", "B")
     if etree.QName(root).localname == "CrossIndustryInvoice":
-        for tax in root.iter(f"{{{_RAM}}}ApplicableTradeTax"):
+        for tax in root.iter(f"{{{_RAM}}}ApplicableTradeTax", f"{{{_RAM}}}CategoryTradeTax"):
             if lines_only and tax.getparent().tag != f"{{{_RAM}}}SpecifiedLineTradeSettlement":
                 continue
             _set_category(tax, f"{{{_RAM}}}CategoryCode", f"{{{_RAM}}}RateApplicablePercent", code, zero)
