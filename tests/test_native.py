@@ -321,3 +321,38 @@ def test_full_cii_and_its_variants_exercise_optional_group_rules(clean):
         "BR-29", "BR-30", "BR-CO-19", "BR-CO-20", "BR-CO-03", "BR-33", "BR-38", "BR-42", "BR-44", "BR-51",
         "CII-SR-465", "CII-SR-466", "BR-CO-26", "BR-E-06", "BR-E-07", "BR-AF-08", "BR-S-01", "FX-SCH-A-000265",
         "FX-SCH-A-000606", "FX-SCH-A-000607", "FX-SCH-A-000612", "FX-SCH-A-000613"])
+
+
+def _tax_total_in(currency_amount: str) -> bytes:
+    """The sample with a second, subtotal-less tax total in a tax currency holding `currency_amount`."""
+    raw = UBL.replace(b"</cbc:DocumentCurrencyCode>",
+                      b"</cbc:DocumentCurrencyCode><cbc:TaxCurrencyCode>USD</cbc:TaxCurrencyCode>", 1)
+    return raw.replace(b"<cac:LegalMonetaryTotal>", b"<cac:TaxTotal>" + currency_amount.encode()
+                       + b"</cac:TaxTotal><cac:LegalMonetaryTotal>", 1)
+
+
+def test_an_error_on_one_side_of_or_does_not_stop_when_the_other_side_decides():
+    """BR-CO-14 `(xs:decimal(cbc:TaxAmount) = ...) or not(cac:TaxSubtotal)` on a tax total with no
+    subtotal and an amount that is no number (or empty, or doubled): Saxon answers true from the
+    right side, never raising the cast error of the left one; so does the native engine."""
+    amounts = ['<cbc:TaxAmount currencyID="USD">ZZ</cbc:TaxAmount>', '<cbc:TaxAmount currencyID="USD"/>',
+               '<cbc:TaxAmount currencyID="USD">1</cbc:TaxAmount>' * 2]
+    docs = [(f"tax-total-{i}", _tax_total_in(a)) for i, a in enumerate(amounts)]
+    assert all(b"TaxCurrencyCode" in raw for _, raw in docs)
+    report = differential.compare(docs)
+    assert report.disagreements == []
+    assert all(not isinstance(differential.native_hits("EN16931-UBL", raw), str) for _, raw in docs)
+
+
+def test_parent_of_the_root_is_the_document_node():
+    """UBL-CR-412 `not(cac:PaymentMeans/cbc:PaymentDueDate) or ../cn:CreditNote`: from the root
+    element, `..` is the document node, whose child is the credit note itself."""
+    note = differential.credit_note(UBL)
+    assert b"<cbc:PaymentMeansCode>" in note
+    due = note.replace(b"</cbc:PaymentMeansCode>",
+                       b"</cbc:PaymentMeansCode><cbc:PaymentDueDate>2026-11-08</cbc:PaymentDueDate>", 1)
+    invoice = UBL.replace(b"</cbc:PaymentMeansCode>",
+                          b"</cbc:PaymentMeansCode><cbc:PaymentDueDate>2026-11-08</cbc:PaymentDueDate>", 1)
+    report = differential.compare([("credit-note-due", due), ("invoice-due", invoice)])
+    assert report.disagreements == []
+    assert min(report.seen["EN16931-UBL"]["UBL-CR-412"]) >= 1  # fires on the invoice only

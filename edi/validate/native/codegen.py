@@ -67,8 +67,10 @@ def _variables(t: Any) -> set[str]:
 class Generator:
     """Python source for one rule set; `consts` are the objects the source refers to by name."""
 
-    def __init__(self, ruleset: RuleSet):
+    def __init__(self, ruleset: RuleSet, masking: bool = False, first: int = 0):
         self.ruleset = ruleset
+        self.masking = masking  # `and`/`or` that let one side decide when the other raises
+        self.first = first  # number of the first kept value (the retries' keys apart from the rules')
         self.fallback = Compiler(ruleset.namespaces, ruleset.codelists, strict=True)
         self.loose = Compiler(ruleset.namespaces, ruleset.codelists)  # contexts' references
         self.namespaces = {**ruleset.namespaces, "edi": EDI_NS}
@@ -209,7 +211,7 @@ class Generator:
         body = _canonical(code, dict(zip(free, params)))
         key = (len(free), body)
         name = self.hoisted.get(key)
-        k = name[1:] if name else str(len(self.hoisted))
+        k = name[1:] if name else str(self.first + len(self.hoisted))
         if name is None:
             name = self.hoisted[key] = f"h{k}"
             slot = f"({', '.join([k, *params])})" if params else k
@@ -263,7 +265,10 @@ class Generator:
         if s in _STEP_SYMBOLS:
             return self.path(t, env)
         if s in ("and", "or"):
-            return f"({self.ebv(t[0], env)} {s} {self.ebv(t[1], env)})", B
+            a, b = self.ebv(t[0], env), self.ebv(t[1], env)
+            if self.masking:  # an error on one side does not count when the other side decides
+                return f"{'mand' if s == 'and' else 'mor'}(lambda: {a}, lambda: {b})", B
+            return f"({a} {s} {b})", B
         if s == "not" and n == 1:
             return f"(not {self.ebv(t[0], env)})", B
         if s == "boolean" and n == 1:
@@ -474,7 +479,7 @@ class Generator:
         if s == "." and n == 0:
             return ctx, E
         if s == ".." and n == 0:
-            return f"par({ctx})", N
+            return f"par(X, {ctx})", N
         if s == "@" and n == 1:
             name = self.clark(t[0])
             if name is None:
@@ -529,7 +534,7 @@ class Generator:
         body = _canonical(key, {x: "c"})
         name = self.hoisted.get((None, body))
         if name is None:
-            name = self.hoisted[(None, body)] = f"g{len(self.hoisted)}"
+            name = self.hoisted[(None, body)] = f"g{self.first + len(self.hoisted)}"
             self.functions.append(f"def {name}(X, c):\n{_PROLOGUE}    return {body}")
         return f"grp(X, {base}, {name}, {several}).get({literal}, NIL)"
 
@@ -580,8 +585,14 @@ class Generator:
 
     # --- rules ------------------------------------------------------------------------------------
 
-    def rule_function(self, name: str, rule: Rule, checks: list[int]) -> str:
-        """`def name(c0, X)`: the indexes (in `rule.checks`) of the listed checks that fire."""
+    def rule_function(self, name: str, rule: Rule, checks: list[int], where: tuple[int, int] = (0, 0)) -> str:
+        """`def name(c0, X)`: the indexes (in `rule.checks`) of the listed checks that fire.
+
+        XPath 2.0 lets `A or B` answer true from B when A raises an error (and `A and B` false),
+        and Saxon does so (it may evaluate the cheaper side first): a test that raises is asked
+        again through `X.retry(pattern, rule, check)`, whose code (`masking`) keeps the error of
+        one side only when the other does not decide. Errors are rare: the usual path stays
+        plain Python `and`/`or`."""
         env = Env("c0", {})
         lines = [f"def {name}(c0, X):", _PROLOGUE.rstrip("\n"), "    out = []"]
         for var, select in rule.variables:
@@ -610,8 +621,12 @@ class Generator:
             else:
                 test = self.ebv(self.fallback.parse(check.test, names), env)
             fires = f"not {test}" if check.kind == "assert" else test
-            lines.append(f"    if {fires}:")
-            lines.append(f"        out.append({i})")
+            if found is not None or self.masking or " and " not in test and " or " not in test:
+                lines.append(f"    if {fires}:")
+                lines.append(f"        out.append({i})")
+                continue
+            lines += ["    try:", f"        if {fires}:", f"            out.append({i})",
+                      "    except XPathError:", f"        out += X.retry({where[0]}, {where[1]}, {i}, c0)"]
         if when_present:
             # one set intersection for the many "this element must not be there" checks
             table = self.const({k: tuple(v) for k, v in when_present.items()}, key=("present", name))

@@ -170,6 +170,7 @@ class Engine:
         self.ruleset = ruleset
         self._compiler: Compiler | None = None
         self._loose: Compiler | None = None
+        self._retries: dict[tuple[int, int, int], Any] = {}
         spec = _read_spec(ruleset, cache)
         if spec is None:
             spec = generate(ruleset)
@@ -200,6 +201,19 @@ class Engine:
             self._compiler = Compiler(self.ruleset.namespaces, self.ruleset.codelists, strict=True)
         return self._compiler
 
+    def _retry(self, p: int, r: int, i: int, node: Any, doc: Doc) -> list[int]:
+        """Check `i` of rule `r` of pattern `p` again, with errors masked where the other side
+        of an `and`/`or` decides (generated on first need: it parses, as documents that raise
+        are rare)."""
+        fn = self._retries.get((p, r, i))
+        if fn is None:
+            gen = Generator(self.ruleset, masking=True, first=1_000_000 * (1 + len(self._retries)))
+            source = gen.rule_function("retry", self.ruleset.patterns[p].rules[r], [i])
+            scope = {**codegen_namespace(), **{k: self._decode(v) for k, v in gen.consts.items()}}
+            exec(compile("\n\n".join([*gen.functions, source]), "<native retry>", "exec"), scope)  # noqa: S102
+            fn = self._retries[(p, r, i)] = scope["retry"]
+        return fn(node, doc)
+
     def _decode(self, value: Any) -> Any:
         if isinstance(value, dict) and "x" in value:
             return _Lazy(self, lambda c: c.build(c.parse(value["x"], tuple(value["v"])), {}))
@@ -224,6 +238,7 @@ class Engine:
         """Every check that fires on the document of `element`, in SVRL order. `seen`, when
         given, counts per rule id [fired, passed] (the harness's exercised-rules list)."""
         doc = Doc(element.getroottree().getroot())
+        doc.retry = lambda p, r, i, node: self._retry(p, r, i, node, doc)
         hits: list[Hit] = []
         idx, pos = doc.idx, doc.pos
         paths, rt = doc.paths, doc.root.tag
@@ -323,7 +338,7 @@ def generate(ruleset: RuleSet) -> dict:
             for r, rule in enumerate(pattern.rules):
                 wanted = [i for i, c in enumerate(rule.checks) if c.kind == "assert" or c.flag]
                 name = f"r{p}_{r}"
-                source.append(gen.rule_function(name, rule, wanted))
+                source.append(gen.rule_function(name, rule, wanted, (p, r)))
                 branches = [_branch_spec(gen, branch, f"m{p}_{r}_{b}", source)
                             for b, branch in enumerate(_branches(rule.context))]
                 rules.append({"function": name, "evaluated": wanted, "branches": branches})

@@ -45,11 +45,48 @@ ELEMENT = etree.Element  # as a tag filter: elements only (no comments, no proce
 NIL: tuple = ()
 
 
+class DocumentNode:
+    """The document node above the root element (`..` of the root): its one child is the root."""
+
+    __slots__ = ("root",)
+    tag = ""
+    text = None
+    prefix = None
+
+    def __init__(self, root: etree._Element) -> None:
+        self.root = root
+
+    def __len__(self) -> int:
+        return 1
+
+    def iterchildren(self, tag: Any = None) -> Any:
+        return iter((self.root,) if tag in (None, ELEMENT, self.root.tag) else ())
+
+    def iterdescendants(self, tag: Any = None) -> Any:
+        return self.root.iter(tag) if tag is not None else self.root.iter()
+
+    def itertext(self) -> Any:
+        return self.root.itertext()
+
+    def iterancestors(self, tag: Any = None) -> Any:
+        return iter(())
+
+    def getparent(self) -> None:
+        return None
+
+    def get(self, name: str) -> None:
+        return None
+
+    def keys(self) -> list:
+        return []
+
+
 class Doc:
     """One document being checked: its root, its elements by name and in document order, and
     (built on first use) the set of element and attribute paths the presence tests read."""
 
-    __slots__ = ("root", "idx", "pos", "all", "memo", "paths", "kids", "_present", "_by_last", "_rel", "_ends")
+    __slots__ = ("root", "document", "idx", "pos", "all", "memo", "paths", "kids", "retry", "_present", "_by_last",
+                 "_rel", "_ends")
 
     def __init__(self, root: etree._Element) -> None:
         self.root = root
@@ -68,7 +105,10 @@ class Doc:
                 idx[tag] = [el]
             else:
                 found.append(el)
+        self.document = DocumentNode(root)
+        pos[self.document] = -1
         self.idx, self.pos, self.all, self.paths = idx, pos, every, paths
+        self.retry: Any = None  # set by the engine: a test asked again, errors masked (codegen)
         self.memo: dict = {}
         self.kids: dict = {}  # element -> its children by name (built when first asked)
         self._present: set | None = None
@@ -153,9 +193,34 @@ def sv(el: etree._Element) -> str:
     return "".join(el.itertext())
 
 
-def par(el: etree._Element) -> list:
+def par(doc: Doc, el: Any) -> list:
+    """`..`: the parent; the root's is the document node."""
     p = el.getparent()
-    return [] if p is None else [p]
+    if p is None:
+        return [] if el is doc.document else [doc.document]
+    return [p]
+
+
+def mor(a: Any, b: Any) -> bool:
+    """`A or B` where an error of one side does not count if the other side is true."""
+    try:
+        first = a()
+    except XPathError:
+        if b():
+            return True
+        raise
+    return first or b()
+
+
+def mand(a: Any, b: Any) -> bool:
+    """`A and B` where an error of one side does not count if the other side is false."""
+    try:
+        first = a()
+    except XPathError:
+        if not b():
+            return False
+        raise
+    return first and b()
 
 
 def at(el: etree._Element, name: str) -> list:
