@@ -590,9 +590,9 @@ class Generator:
 
         XPath 2.0 lets `A or B` answer true from B when A raises an error (and `A and B` false),
         and Saxon does so (it may evaluate the cheaper side first): a test that raises is asked
-        again through `X.retry(pattern, rule, check)`, whose code (`masking`) keeps the error of
-        one side only when the other does not decide. Errors are rare: the usual path stays
-        plain Python `and`/`or`."""
+        again through `X.retry(pattern, rule, check, node, X)`, whose code (`masking`) keeps the
+        error of one side only when the other does not decide. Errors are rare: the usual path
+        stays plain Python `and`/`or`."""
         env = Env("c0", {})
         lines = [f"def {name}(c0, X):", _PROLOGUE.rstrip("\n"), "    out = []"]
         for var, select in rule.variables:
@@ -626,7 +626,7 @@ class Generator:
                 lines.append(f"        out.append({i})")
                 continue
             lines += ["    try:", f"        if {fires}:", f"            out.append({i})",
-                      "    except XPathError:", f"        out += X.retry({where[0]}, {where[1]}, {i}, c0)"]
+                      "    except XPathError:", f"        out += X.retry({where[0]}, {where[1]}, {i}, c0, X)"]
         if when_present:
             # one set intersection for the many "this element must not be there" checks
             table = self.const({k: tuple(v) for k, v in when_present.items()}, key=("present", name))

@@ -238,7 +238,7 @@ class Engine:
         """Every check that fires on the document of `element`, in SVRL order. `seen`, when
         given, counts per rule id [fired, passed] (the harness's exercised-rules list)."""
         doc = Doc(element.getroottree().getroot())
-        doc.retry = lambda p, r, i, node: self._retry(p, r, i, node, doc)
+        doc.retry = self._retry  # a bound method: no cycle through the document (freed at once)
         hits: list[Hit] = []
         idx, pos = doc.idx, doc.pos
         paths, rt = doc.paths, doc.root.tag
