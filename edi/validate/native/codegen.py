@@ -393,6 +393,9 @@ class Generator:
             (a, ka), (b, kb), op = (b, kb), (a, ka), _MIRROR[op]
         if ka == N and kb == B:
             return f"nb({op!r}, {a}, {b})"
+        if ka in (N, A, E) and kb in (N, A, E):  # untyped against untyped: compared as strings
+            strings = {N: "svs({})", A: "{}", E: "(sv({}),)"}
+            return f"uu({op!r}, {strings[ka].format(a)}, {strings[kb].format(b)})"
         if ka == V and kb == N:
             (a, ka), (b, kb), op = (b, kb), (a, ka), _MIRROR[op]
         if ka == N and kb == V:

@@ -120,7 +120,11 @@ class Doc:
         self._present = present = self._under(self.root, 0)
         by_last: dict[str, list] = {}
         for p in present:
-            by_last.setdefault(p[-1], []).append((self.root.tag,) + p)
+            found = by_last.get(p[-1])
+            if found is None:
+                by_last[p[-1]] = [p]
+            else:
+                found.append(p)
         self._by_last = by_last
 
     def _under(self, node: etree._Element, k: int) -> set[tuple]:
@@ -154,7 +158,9 @@ class Doc:
             if self._present is None:
                 self._build_paths()
             k = len(steps)
-            found = self._ends[steps] = any(p[-k:] == steps for p in self._by_last.get(steps[-1], NIL))
+            root = (self.root.tag,)  # the paths start below the root: a step may name it
+            found = self._ends[steps] = any(p[-k:] == steps or len(p) == k - 1 and root + p == steps
+                                            for p in self._by_last.get(steps[-1], NIL))
         return found
 
     def vs(self, values: dict) -> dict:
@@ -549,6 +555,16 @@ def pq(seq: list) -> bool:
     if len(seq) == 1 and _numeric(seq[0]):
         raise XPathError("numeric predicate computed at run time (not supported natively)")
     return ebv(seq)
+
+
+def uu(op: str, a: Any, b: Any) -> bool:
+    """Untyped values (of elements or attributes, as strings) compared: as strings."""
+    f = _OPS[op]
+    return any(f(x, y) for x in a for y in b)
+
+
+def svs(nodes: Any) -> list[str]:
+    return [sv(x) for x in nodes]
 
 
 def qv(op: str, values: list, v: Any) -> bool:
