@@ -2,11 +2,11 @@
 
 Per pattern (one XSLT mode), the skeleton visits every element and attribute once, in document
 order, and fires on each node the first rule (highest priority) whose context matches it. The
-engine gets the same node→rule assignment by selecting each rule's context over the whole
-document (`//context`, or the absolute path as written), highest priority first, a node being
-kept by the first rule that selects it; then it runs each fired rule's checks with the node as
-context item, in document order. Expressions run as built by `xpath.Compiler` (libxml2 XPath 1.0
-where the meaning is the same, Python closures with XPath 2.0 semantics elsewhere).
+engine gets the same node→rule assignment from each element's path (the candidate rules of a
+path, in priority order, worked out once per process; their predicates then asked of the
+element), `*` contexts by name suffix, and the rare contexts that are no plain path by
+selecting them from the document; then it runs each fired rule's generated function
+(`codegen`) with the node as context item, in document order.
 """
 
 from __future__ import annotations

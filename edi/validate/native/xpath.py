@@ -1,4 +1,6 @@
-"""XPath 2.0 expressions of the schematron, turned into fast evaluators over lxml trees.
+"""XPath 2.0 expressions of the schematron as closures over lxml trees: the value semantics
+the generated code shares (`runtime`), and the evaluators of the few forms `codegen` has no
+code for and of the contexts' checks when a generated predicate raises.
 
 An expression is parsed once with `elementpath` (a complete XPath 2.0 parser). Each subtree
 whose XPath 1.0 meaning is provably the same as its XPath 2.0 one — paths, predicates, string
@@ -307,63 +309,24 @@ _EXT_STRING = {"upper-case", "lower-case", "ends-with"}
 _LOWER = "abcdefghijklmnopqrstuvwxyz"
 
 
-class Guards:
-    """What XPath 1.0 forgives and XPath 2.0 does not, in the translated expressions: a string
-    function given several nodes (XPath 1.0 takes the first, Saxon stops: XPTY0004), a node
-    compared with a boolean whose text is no boolean (XPath 1.0 says false, Saxon: FORG0001).
-    The element names involved are collected at translation; a document where one of them
-    repeats (or holds a bad boolean) is checked by the strict engine, which translates none of
-    these, so both engines stop on the same documents."""
-
-    def __init__(self) -> None:
-        self.single: set[str] = set()  # names on a path given to a one-item function
-        self.anywhere: set[tuple[str, ...]] = set()  # such paths after `//`: two matches anywhere count
-        self.boolean: set[str] = set()  # names of elements compared with true() / false()
-
-
-def _path_names(t: Any) -> tuple[list[str], bool]:
-    """Prefixed element names of the steps of a path, in order (not those of its predicates),
-    and whether it has a `//` step."""
-    names: list[str] = []
-    descendant = False
-
-    def walk(x: Any) -> None:
-        nonlocal descendant
-        if x.symbol == "[" and len(x) == 2:
-            walk(x[0])
-        elif x.symbol == ":" and len(x) == 2 and x[1].symbol == "(name)":
-            names.append(f"{x[0].value}:{x[1].value}")
-        elif x.symbol == "(name)":
-            names.append(x.value)
-        elif x.symbol != "@":
-            descendant = descendant or x.symbol == "//"
-            for child in x:
-                walk(child)
-
-    walk(t)
-    return names, descendant
-
-
 class Translator:
     """XPath 2.0 token tree → XPath 1.0 text, for the subtrees where both mean the same."""
 
-    def __init__(self, variables: dict[str, str], guards: Guards | None = None):
+    def __init__(self, variables: dict[str, str], forgiving: bool = False):
         self.variables = variables  # variable name -> kind (only those bound to node sets)
         self.ascii_upper = False
-        self.guards = guards  # None: strict, nothing translated that XPath 2.0 could refuse
+        # forgiving: also translate what XPath 1.0 forgives and XPath 2.0 refuses — a one-item
+        # function given several nodes (XPath 1.0 takes the first), a bad boolean (false) —, as
+        # the match patterns' checks always did (Saxon recovers from errors in patterns)
+        self.forgiving = forgiving
 
     def _single(self, args: list[tuple[str, str]], tokens: list) -> None:
-        """Node-set arguments of a one-item function: recorded in the guards, or refused."""
+        """Node-set arguments of a one-item function: refused unless forgiving."""
         for (text, kind), token in zip(args, tokens):
             if kind != NODES or text in (".", "..") or (token.symbol == "@" and len(token) == 1):
                 continue
-            if self.guards is None:
+            if not self.forgiving:
                 raise Untranslatable("one-item function of a node set (several nodes: an error in XPath 2.0)")
-            names, descendant = _path_names(token)
-            if descendant:
-                self.guards.anywhere.add(tuple(names))
-            else:
-                self.guards.single.update(names)
 
     def __call__(self, t: Any) -> tuple[str, str]:
         s, n = t.symbol, len(t)
@@ -555,10 +518,8 @@ class Translator:
             other = b if a[1] == NODES else a
             if other[0] not in ("true()", "false()"):
                 raise Untranslatable("node compared with a computed boolean")
-            if self.guards is None:
+            if not self.forgiving:
                 raise Untranslatable("node compared with a boolean (a bad value is an error in XPath 2.0)")
-            names, _ = _path_names(t[0] if a[1] == NODES else t[1])
-            self.guards.boolean.update(names)
             value = other[0] == "true()"
             if s == "!=":
                 value = not value
@@ -598,13 +559,11 @@ class Compiler:
     """Builds evaluators `fn(node, variables) -> sequence` for one rule set's expressions."""
 
     def __init__(self, namespaces: dict[str, str], codelists: dict[str, list[str]], strict: bool = False):
-        self.guards = None if strict else Guards()
+        self.forgiving = not strict
         self.namespaces = dict(namespaces)
         self.namespaces["edi"] = EDI_NS
         self.lists = {k: frozenset(v) for k, v in codelists.items()}
         self.extensions = _ext_functions(self.lists)
-        self.translated = 0  # subtrees handed whole to libxml2
-        self.closures = 0  # Python nodes
         self._parsers: dict[frozenset[str], Any] = {}  # per set of in-scope variables
 
     def parse(self, expr: str, variables: tuple[str, ...]) -> Any:
@@ -630,7 +589,7 @@ class Compiler:
         None when some part of it needs Python."""
         t = self.parse(expr, tuple(variables) + tuple(substitutions))
         try:
-            text, kind = _SubstTranslator(substitutions, self.guards)(t)
+            text, kind = _SubstTranslator(substitutions, self.forgiving)(t)
         except Untranslatable:
             return None
         return text if kind in (BOOL, NODES, STRING, NUM) else None
@@ -704,21 +663,13 @@ class Compiler:
     def translate_token(self, t: Any) -> str | None:
         """XPath 1.0 text of a parsed subtree, or None."""
         try:
-            text, kind = _SubstTranslator({}, self.guards)(t)
+            text, kind = _SubstTranslator({}, self.forgiving)(t)
         except Untranslatable:
             return None
         return text if kind in (BOOL, NODES, STRING) else None
 
     def boolean_xpath(self, text: str) -> Callable[[Any], bool]:
-        self.translated += 1
         return self._xpath(f"boolean({text})")
-
-    def batch(self, tests: list[str]) -> Callable[[Any], str]:
-        """One libxml2 call for several translated tests: a string of '1'/'0', one per test."""
-        parts = ", ".join(f"string(number(boolean({t})))" for t in tests)
-        xp = self._xpath(f"concat('', {parts})")
-        self.translated += 1
-        return xp
 
     def _xpath(self, text: str) -> etree.XPath:
         extensions = self.extensions if "edi:" in text else None  # they cost ~3 µs a call
@@ -737,7 +688,7 @@ class Compiler:
             return lambda node, vs: vs[name]
         if s not in ("sum", "round", "abs", "+", "-", "*", "div", "mod"):
             try:
-                text, kind = _SubstTranslator(subst, self.guards)(t)
+                text, kind = _SubstTranslator(subst, self.forgiving)(t)
             except Untranslatable:
                 pass
             else:
@@ -745,11 +696,9 @@ class Compiler:
                     return self._lxml(text, kind)
                 except etree.XPathSyntaxError as exc:
                     raise XPathError(f"translation not accepted by libxml2: {text}") from exc
-        self.closures += 1
         return self._closure(t, subst)
 
     def _lxml(self, text: str, kind: str) -> Fn:
-        self.translated += 1
         xp = self._xpath(text)
         if kind == BOOL:
             return lambda node, vs: [xp(node)]
@@ -1000,7 +949,7 @@ class Compiler:
         if not preds or any(p.symbol in ("(integer)", "(decimal)", "last", "position") for p in preds):
             return None
         try:
-            tr = _SubstTranslator(subst, self.guards)
+            tr = _SubstTranslator(subst, self.forgiving)
             base = tr(right)[0] if right.symbol != "(" else None
             if base is None or tr(right)[1] != NODES:
                 return None
@@ -1012,7 +961,7 @@ class Compiler:
         # boolean predicates commute: the translatable ones go into libxml2's selection
         rest = []
         for p in preds:
-            tp = _SubstTranslator(subst, self.guards)
+            tp = _SubstTranslator(subst, self.forgiving)
             tp.depth = 1
             try:
                 ptext, pkind = tp(p)
@@ -1026,7 +975,6 @@ class Compiler:
             xp = self._xpath(text)
         except etree.XPathSyntaxError:
             return None
-        self.translated += 1
         filters = [self.build(p, subst) for p in rest]
 
         base = _memoized(xp, text)
@@ -1108,8 +1056,8 @@ class _SubstTranslator(Translator):
     """Translator where rule variables bound to a relative path are replaced by that path
     (same context node), outside predicates only."""
 
-    def __init__(self, subst: dict[str, str], guards: Guards | None = None):
-        super().__init__({}, guards)
+    def __init__(self, subst: dict[str, str], forgiving: bool = False):
+        super().__init__({}, forgiving)
         self.subst = subst
         self.depth = 0
 
