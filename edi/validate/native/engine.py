@@ -270,11 +270,10 @@ class Engine:
                     continue
                 suffix = branch.suffix
                 if len(branch.up) == 1 and not branch.absolute:  # `*[p]`: the predicates alone
-                    preds = branch.up[0][1]
                     for tag in idx:
                         if tag.endswith(suffix):
                             for el in idx[tag]:
-                                if fired.get(el, rank + 1) > rank and _holds(el, preds, branch, doc):
+                                if fired.get(el, rank + 1) > rank and _guards(el, branch, doc):
                                     fired[el] = rank
                     continue
                 for tag in idx:
@@ -473,17 +472,6 @@ def _guards(el: etree._Element, branch: _Branch, doc: Doc) -> bool:
             for pred in preds:
                 if not pred(node, doc):
                     return False
-    except XPathError:
-        return bool(branch.reference is not None and branch.reference(el))
-    return True
-
-
-def _holds(el: etree._Element, preds: tuple, branch: _Branch, doc: Doc) -> bool:
-    """The predicates of a one-step branch on `el` (an XPath error: as `_matches`)."""
-    try:
-        for pred in preds:
-            if not pred(el, doc):
-                return False
     except XPathError:
         return bool(branch.reference is not None and branch.reference(el))
     return True

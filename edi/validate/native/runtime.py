@@ -10,7 +10,6 @@ goes through `xpath`'s sequence functions, so both paths share one definition of
 
 from __future__ import annotations
 
-import math
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +34,7 @@ from edi.validate.native.xpath import (
     atomize,
     decimal_divide,
     ebv,
+    ebv_atom,
     general_compare,
     string_value,
     to_decimal,
@@ -373,36 +373,27 @@ def opt(v: Any) -> list:
 
 def ebv1(v: Any) -> bool:
     """Effective boolean value of one atomic value or of the empty sequence (None)."""
-    if v is None:
-        return False
-    if v is True or v is False:
-        return v
-    if isinstance(v, str):
-        return v != ""
-    if isinstance(v, float):
-        return not (v == 0 or math.isnan(v))
-    if isinstance(v, (int, Decimal)):
-        return v != 0
-    raise XPathError(f"FORG0006: effective boolean value of {type(v).__name__}")
+    return False if v is None else ebv_atom(v)
 
 
 # --- numbers ----------------------------------------------------------------------------------
 
+def _only(items: Any, what: str) -> Any:
+    """The item of a sequence of at most one (None when empty); several: XPTY0004."""
+    if len(items) > 1:
+        raise XPathError(f"XPTY0004: {what} of several items")
+    return items[0] if items else None
+
+
 def nn(nodes: Any) -> Any:
     """Arithmetic operand from elements: None when empty, xs:double of the one value."""
-    if not nodes:
-        return None
-    if len(nodes) > 1:
-        raise XPathError("XPTY0004: arithmetic on a sequence of several items")
-    return _double(sv(nodes[0]))
+    el = _only(nodes, "arithmetic on a sequence")
+    return None if el is None else _double(sv(el))
 
 
 def na(values: list) -> Any:
-    if not values:
-        return None
-    if len(values) > 1:
-        raise XPathError("XPTY0004: arithmetic on a sequence of several items")
-    return _double(values[0])
+    value = _only(values, "arithmetic on a sequence")
+    return None if value is None else _double(value)
 
 
 def num(seq: list) -> Any:
@@ -459,19 +450,13 @@ def sm(items: list) -> Any:
 
 def dn(nodes: Any) -> Any:
     """xs:decimal() of at most one element."""
-    if not nodes:
-        return None
-    if len(nodes) > 1:
-        raise XPathError("XPTY0004: cast of several items")
-    return _decimal(sv(nodes[0]))
+    el = _only(nodes, "cast")
+    return None if el is None else _decimal(sv(el))
 
 
 def da(values: list) -> Any:
-    if not values:
-        return None
-    if len(values) > 1:
-        raise XPathError("XPTY0004: cast of several items")
-    return _decimal(values[0])
+    value = _only(values, "cast")
+    return None if value is None else _decimal(value)
 
 
 def dv(v: Any) -> Any:

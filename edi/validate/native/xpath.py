@@ -79,15 +79,20 @@ def ebv(seq: Seq) -> bool:
         return True
     if len(seq) > 1:
         raise XPathError("FORG0006: effective boolean value of several atomic values")
-    if isinstance(first, bool):
-        return first
-    if isinstance(first, str):
-        return first != ""
-    if isinstance(first, float):
-        return not (first == 0 or math.isnan(first))
-    if isinstance(first, (int, Decimal)):
-        return first != 0
-    raise XPathError(f"FORG0006: effective boolean value of {type(first).__name__}")
+    return ebv_atom(first)
+
+
+def ebv_atom(v: Any) -> bool:
+    """Effective boolean value of one atomic value."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        return v != ""
+    if isinstance(v, float):
+        return not (v == 0 or math.isnan(v))
+    if isinstance(v, (int, Decimal)):
+        return v != 0
+    raise XPathError(f"FORG0006: effective boolean value of {type(v).__name__}")
 
 
 def _double(text: str) -> float:
