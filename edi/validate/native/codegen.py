@@ -24,7 +24,7 @@ from typing import Any
 
 from edi.validate.native import runtime
 from edi.validate.native.compiler import Rule, RuleSet
-from edi.validate.native.xpath import _CASTS, EDI_NS, Compiler
+from edi.validate.native.xpath import _CASTS, EDI_NS, Compiler, _dedupe
 
 E, N, A, S, B, V, Q = "E", "N", "A", "S", "B", "V", "Q"
 _PYOP = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -584,7 +584,7 @@ class Generator:
             out = f"[y for {x} in {source} for y in ({inner},) if y is not None]"
             self.value_lists.add(out)
             return out, Q
-        return f"flat([y for {x} in {source} for y in {inner}])", Q
+        return f"dedupe([y for {x} in {source} for y in {inner}])", Q
 
     # --- rules ------------------------------------------------------------------------------------
 
@@ -752,6 +752,7 @@ def decode(value: Any) -> Any:
 def namespace() -> dict[str, Any]:
     """The globals of generated code: the runtime functions by their short names."""
     g = {k: getattr(runtime, k) for k in dir(runtime) if not k.startswith("__")}
+    g["dedupe"] = _dedupe  # a step's results: elements once each, atoms kept
     g["after"] = lambda a, b: a.partition(b)[2] if b in a else ""
     g["before"] = lambda a, b: a.partition(b)[0] if b in a else ""
     return g

@@ -307,19 +307,6 @@ def un(a: Any, b: Any, doc: Doc) -> list:
     return srt([*a, *b], doc)
 
 
-def flat(items: list) -> list:
-    """Concatenated results of a step: elements de-duplicated (as `xpath` does), atoms kept."""
-    if len(items) < 2 or not isinstance(items[0], etree._Element):
-        return items
-    seen: set[int] = set()
-    out = []
-    for i in items:
-        if id(i) not in seen:
-            seen.add(id(i))
-            out.append(i)
-    return out
-
-
 def s1(nodes: Any, fname: str) -> str:
     """The string of at most one element (XPath 2.0 refuses several)."""
     if not nodes:
