@@ -22,8 +22,9 @@ from __future__ import annotations
 import datetime
 import math
 import re
+import threading
 from collections.abc import Callable
-from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, localcontext
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, Inexact, localcontext
 from functools import lru_cache
 from typing import Any
 
@@ -33,6 +34,7 @@ EDI_NS = "urn:edi:native"
 
 Seq = list
 _EXACT = Context(prec=400)  # + - * of invoice amounts stay exact, as BigDecimal is
+_HALF = Decimal("0.5")
 Fn = Callable[[Any, dict], Seq]
 
 
@@ -255,16 +257,22 @@ def arithmetic(op: str, left: Seq, right: Seq) -> Seq:
         return [{"+": a + b, "-": a - b, "*": a * b}[op]]
 
 
+_local = threading.local()
+
+
 def decimal_divide(a: Decimal, b: Decimal) -> Decimal:
     """xs:decimal division as Saxon does it: exact when the quotient terminates, otherwise
-    rounded half-up to 18 more decimals than the (normalised) dividend has."""
-    with localcontext(_EXACT) as ctx:
-        ctx.clear_flags()
-        q = a / b
-        if not ctx.flags[Inexact]:
-            return q
-        scale = max(0, -a.normalize().as_tuple().exponent) + 18
-        return q.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
+    rounded half-up to 18 more decimals than the (normalised) dividend has. (A context of this
+    thread's own: whether the quotient was exact is read from its flags.)"""
+    ctx = getattr(_local, "exact", None)
+    if ctx is None:
+        ctx = _local.exact = _EXACT.copy()
+    ctx.clear_flags()
+    q = ctx.divide(a, b)
+    if not ctx.flags[Inexact]:
+        return q
+    scale = max(0, -a.normalize(ctx).as_tuple().exponent) + 18
+    return q.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP, context=ctx)
 
 
 def xpath_round(v: Any) -> Any:
@@ -274,8 +282,7 @@ def xpath_round(v: Any) -> Any:
         return float(math.floor(v + 0.5))
     if isinstance(v, int):
         return v
-    with localcontext(_EXACT):
-        return (v + Decimal("0.5")).to_integral_value(rounding="ROUND_FLOOR")
+    return _EXACT.add(v, _HALF).to_integral_value(rounding=ROUND_FLOOR, context=_EXACT)
 
 
 def _one_string(seq: Seq, fname: str) -> str:
