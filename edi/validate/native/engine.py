@@ -186,7 +186,6 @@ class Engine:
                 built.append(_Rule(branches, scope[r["function"]], rule.checks, r["evaluated"], rule.variables))
             self.patterns.append(built)
         self._plans = [_Plan(built) for built in self.patterns]
-        self._names = tuple({name for plan in self._plans for name in plan.names})
         self._known: dict[str, dict[tuple, tuple]] = {}  # root name -> element path -> (pattern, branches)
         self.closures = spec["closures"]
 
@@ -241,26 +240,21 @@ class Engine:
         doc.retry = self._retry  # a bound method: no cycle through the document (freed at once)
         hits: list[Hit] = []
         idx, pos = doc.idx, doc.pos
-        paths, rt = doc.paths, doc.root.tag
+        rt = doc.root.tag
         matched: list[dict[Any, int]] = [{} for _ in self.patterns]  # per pattern: element -> rule
         known = self._known.get(rt)
         if known is None or len(known) > 100_000:  # bounded, whatever the documents
             known = self._known[rt] = {}
-        for tag in self._names:  # each element takes, per pattern, the first rule its path fits
-            elements = idx.get(tag)
-            if elements is None:
-                continue
-            for el in elements:
-                p = paths[el]
-                candidates = known.get(p)
-                if candidates is None:
-                    candidates = known[p] = tuple((i, c) for i, plan in enumerate(self._plans)
-                                                  if (c := plan.candidates(rt, p)))
-                for i, branches in candidates:
-                    for rank, branch in branches:
-                        if not branch.guarded or _guards(el, branch, doc):
-                            matched[i][el] = rank
-                            break
+        for el, p in zip(doc.all, doc.path_list):  # each element takes, per pattern, the first rule it fits
+            candidates = known.get(p)
+            if candidates is None:
+                candidates = known[p] = tuple((i, c) for i, plan in enumerate(self._plans)
+                                              if (c := plan.candidates(rt, p)))
+            for i, branches in candidates:
+                for rank, branch in branches:
+                    if not branch.guarded or _guards(el, branch, doc):
+                        matched[i][el] = rank
+                        break
         for rules, plan, fired in zip(self.patterns, self._plans, matched):
             for rank, branch in plan.others:  # `*` steps and contexts selected from the document
                 if branch.select is not None:
@@ -421,7 +415,6 @@ class _Plan:
         self.relative: dict[tuple, list] = {}
         lengths: dict[str, set[int]] = {}
         self.others: list = []
-        names: set[str] = set()
         for rank, rule in enumerate(rules):
             for branch in rule.branches:
                 tags = tuple(tag for tag, _ in branch.steps)
@@ -429,13 +422,10 @@ class _Plan:
                     self.others.append((rank, branch))
                 elif branch.absolute:
                     self.absolute.setdefault(tags[1:], []).append((rank, branch))
-                    names.add(tags[-1])
                 else:
                     self.relative.setdefault(tags, []).append((rank, branch))
                     lengths.setdefault(tags[-1], set()).add(len(tags))
-                    names.add(tags[-1])
         self.lengths = {tag: tuple(sorted(ks)) for tag, ks in lengths.items()}
-        self.names = tuple(names)
 
     def candidates(self, root: str, path: tuple) -> tuple:
         """The branches an element at `path` (below a root named `root`) fits by its names, in

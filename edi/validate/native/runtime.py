@@ -85,7 +85,7 @@ class Doc:
     """One document being checked: its root, its elements by name and in document order, and
     (built on first use) the set of element and attribute paths the presence tests read."""
 
-    __slots__ = ("root", "document", "idx", "pos", "all", "memo", "paths", "kids", "retry", "_present", "_by_last",
+    __slots__ = ("root", "document", "idx", "pos", "all", "memo", "paths", "path_list", "kids", "retry", "_present", "_by_last",
                  "_rel", "_ends")
 
     def __init__(self, root: etree._Element) -> None:
@@ -94,12 +94,14 @@ class Doc:
         pos: dict[Any, int] = {root: 0}
         every = [root]
         paths: dict[Any, tuple] = {root: ()}  # names from the root (the root itself is `()`)
+        path_list: list[tuple] = [()]  # the same, in document order
         idx[root.tag] = [root]
         for i, el in enumerate(root.iterdescendants(ELEMENT), 1):
             pos[el] = i
             every.append(el)
             tag = el.tag
-            paths[el] = paths[el.getparent()] + (tag,)
+            paths[el] = p = paths[el.getparent()] + (tag,)
+            path_list.append(p)
             found = idx.get(tag)
             if found is None:
                 idx[tag] = [el]
@@ -107,7 +109,7 @@ class Doc:
                 found.append(el)
         self.document = DocumentNode(root)
         pos[self.document] = -1
-        self.idx, self.pos, self.all, self.paths = idx, pos, every, paths
+        self.idx, self.pos, self.all, self.paths, self.path_list = idx, pos, every, paths, path_list
         self.retry: Any = None  # set by the engine: a test asked again, errors masked (codegen)
         self.memo: dict = {}
         self.kids: dict = {}  # element -> its children by name (built when first asked)
