@@ -119,7 +119,15 @@ class Doc:
 
     def _build_paths(self) -> None:
         """The set of element paths, with the attributes as a last `@name`."""
-        self._present = present = self._under(self.root, 0)
+        present = set(self.path_list)
+        present.discard(())
+        paths = self.paths
+        for el in self.all:
+            if el.attrib:
+                p = paths[el]
+                for a in el.keys():
+                    present.add(p + ("@" + a,))
+        self._present = present
         by_last: dict[str, list] = {}
         for p in present:
             found = by_last.get(p[-1])
