@@ -197,12 +197,12 @@ class Generator:
                 known.add(hoisted)
         return hoisted, kind
 
-    def hoist(self, code: str) -> str:
+    def hoist(self, code: str, force: bool = False) -> str:
         """A costly subexpression (a loop, a closure) that depends on the document alone, or on
         one or two elements or values, becomes a function whose value is kept for the document:
         the rules ask the same questions again and again (every VAT category rule selects the
         same tax categories and their schemes), and identical code shares one function."""
-        if " for " not in code and "X.vs(" not in code and "grp(" not in code:
+        if not force and " for " not in code and "X.vs(" not in code and "grp(" not in code:
             return code
         free = sorted(_free(code))
         if len(free) > 2 or any(not _ELEMENT_NAME.fullmatch(v) and v not in self.hashable for v in free):
@@ -371,6 +371,8 @@ class Generator:
         if kb == S and ka in (N, A, E, S):
             pyop = _PYOP[op]
             if ka == S:
+                if op == "=" and "kids(" in a:  # a key asked of the same element for many values
+                    a = self.hoist(a, force=True)
                 out = f"({a} {pyop} {b})"
                 if op == "=":
                     self.keyed[out] = (a, b, False)

@@ -256,6 +256,7 @@ class Engine:
                         matched[i][el] = rank
                         break
         for rules, plan, fired in zip(self.patterns, self._plans, matched):
+            in_order = len(fired)  # filled in document order so far
             for rank, branch in plan.others:  # `*` steps and contexts selected from the document
                 if branch.select is not None:
                     for node in branch.select(doc.root, doc.vs({})):
@@ -277,7 +278,7 @@ class Engine:
                                 fired[el] = rank
             if not fired:
                 continue
-            for node in (sorted(fired, key=pos.__getitem__) if len(fired) > 1 else fired):
+            for node in (fired if len(fired) == in_order else sorted(fired, key=pos.__getitem__)):
                 rule = rules[fired[node]]
                 out = rule.function(node, doc)
                 if seen is not None:
