@@ -103,30 +103,23 @@ def _pattern_steps(c: Compiler, t: Any) -> list[tuple[str, str, list[str]]] | No
     return [(steps[0], t.source if t.symbol != "(name)" else t.value, preds)]
 
 
-def _plain_matches(c: Compiler, context: str) -> list[tuple[tuple[str, ...], bool, Any]] | None:
-    """A match pattern made of child steps, as (element names, absolute, check) per branch:
-    names matched in Python against each element's path, then — only when some step has
-    predicates — `check`, one libxml2 call on the candidate (`self::b[q][parent::a[p]]`).
-    None when some branch has more (another axis, a positional predicate)."""
-    out = []
-    for branch in _branches(context):
-        absolute = branch.startswith("/") and not branch.startswith("//")
-        body = branch[2:] if branch.startswith("//") else branch.lstrip("/")
-        try:
-            steps = _pattern_steps(c, c.parse(body, ()))
-        except Exception:  # noqa: BLE001 - not a plain path: matched by libxml2 instead
-            return None
-        if not steps or steps[-1][0] == "*":
-            return None
-        check = None
-        if any(preds for _, _, preds in steps):
-            text = ""
-            for i, (_, name, preds) in enumerate(steps):
-                axis = "self" if i == len(steps) - 1 else "parent"
-                text = f"{axis}::{name}" + "".join(f"[{p}]" for p in preds) + (f"[{text}]" if text else "")
-            check = c.boolean_xpath(text)
-        out.append((tuple(name for name, _, _ in steps), absolute, check))
-    return out
+def _reference(c: Compiler, branch: str) -> Any:
+    """One `|` branch of a context as one libxml2 test on a candidate (`self::b[q][parent::a[p]]`,
+    XPath 1.0 forgiving what 2.0 refuses, as contexts were always matched): what decides when
+    a generated predicate raises (Saxon recovers from errors in patterns). None when the branch
+    has no predicate or is no plain path (another axis, a position, `*` last)."""
+    body = branch[2:] if branch.startswith("//") else branch.lstrip("/")
+    try:
+        steps = _pattern_steps(c, c.parse(body, ()))
+    except Exception:  # noqa: BLE001 - not a plain path
+        return None
+    if not steps or steps[-1][0] == "*" or not any(preds for _, _, preds in steps):
+        return None
+    text = ""
+    for i, (_, name, preds) in enumerate(steps):
+        axis = "self" if i == len(steps) - 1 else "parent"
+        text = f"{axis}::{name}" + "".join(f"[{p}]" for p in preds) + (f"[{text}]" if text else "")
+    return c.boolean_xpath(text)
 
 
 @dataclass
@@ -226,8 +219,7 @@ class Engine:
         steps = tuple((tag, tuple(scope[f] for f in fns)) for tag, fns in b["steps"])
         reference = None
         if b["guarded"]:
-            reference = _Lazy(self, lambda c: (_plain_matches(c, b["text"]) or [(None, None, lambda el: False)])[0][2],
-                              loose=True)
+            reference = _Lazy(self, lambda c: _reference(c, b["text"]) or (lambda el: False), loose=True)
         up = steps[::-1]
         return _Branch(steps, b["absolute"], reference, suffix=b["suffix"], up=up,
                        root=steps[0][0] if b["absolute"] else None, guarded=b["guarded"],
@@ -363,7 +355,7 @@ def _branch_spec(gen: Generator, branch: str, name: str, source: list[str]) -> d
         spec["steps"].append([gen.clark(test), fns])
         spec["guarded"] = spec["guarded"] or bool(preds)
     if spec["guarded"]:
-        _plain_matches(gen.loose, branch)  # the reference for predicate errors: built now to refuse early
+        _reference(gen.loose, branch)  # the check for predicate errors: built now to refuse early
     if spec["steps"][-1][0] is None and steps[-1][1]:  # `*[ends-with(name(), 'Amount') ...]`
         spec["suffix"] = _name_suffix(steps[-1][1][0])
     return spec
