@@ -461,26 +461,15 @@ def _guards(el: etree._Element, branch: _Branch, doc: Doc) -> bool:
 
 
 def _matches(el: etree._Element, branch: _Branch, doc: Doc) -> bool:
-    """Whether `el` matches the branch: names up the ancestors, then every predicate (an
-    XPath error there: the branch as libxml2 evaluates it decides, as before)."""
+    """Whether `el` matches a branch with `*` steps: names up the ancestors, then `_guards`."""
     cur = el
-    chain = []
-    for tag, preds in branch.up:
+    for tag, _ in branch.up:
         if cur is None or (tag is not None and cur.tag != tag):
             return False
-        if preds:
-            chain.append((cur, preds))
         cur = cur.getparent()
     if branch.absolute and cur is not None:
         return False
-    try:
-        for node, preds in chain:
-            for pred in preds:
-                if not pred(node, doc):
-                    return False
-    except XPathError:
-        return bool(branch.reference is not None and branch.reference(el))
-    return True
+    return not branch.guarded or _guards(el, branch, doc)
 
 
 def _message(text: list, node: Any, values: dict) -> str:
