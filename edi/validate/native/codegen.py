@@ -388,7 +388,12 @@ class Generator:
                 self.keyed[f"({b} in {a})"] = (a, b, True)
             return f"({b} in {a})" if op == "=" else f"any({x} {_PYOP[op]} {b} for {x} in {a})"
         if kb in (V, Q) and ka == Q and a in self.value_lists and (kb == V or b in self.value_lists):
-            return f"qv({op!r}, {a}, {b})" if kb == V else f"qq({op!r}, {a}, {b})"
+            if kb == Q:
+                return f"qq({op!r}, {a}, {b})"
+            out = f"qv({op!r}, {a}, {b})"
+            if op == "=":
+                self.keyed[out] = (a, b, None)  # grouped by value when `b` is a decimal (`grpv`)
+            return out
         if ka in (V, Q) and kb == Q and b in self.value_lists and (ka == V or a in self.value_lists):
             return f"qv({_MIRROR[op]!r}, {b}, {a})" if ka == V else f"qq({op!r}, {a}, {b})"
         if ka == B and kb == N:
@@ -530,17 +535,19 @@ class Generator:
     def grouped(self, base: str, x: str, test: str) -> str | None:
         """`[x for x in base if key(x) == 'AE']` over a list kept for the document, as a lookup
         in that list grouped by key once: the rules ask the same list for each VAT category."""
-        if test not in self.keyed or not base.startswith(("(_m[", "X.idx.get(")):
+        if test not in self.keyed or not base.startswith(("(_m[", "X.idx.get(", "grp(")):
             return None
         key, literal, several = self.keyed[test]
         free = _free(key)
-        if free != {x}:
+        if free != {x} or x in _free(literal):
             return None
         body = _canonical(key, {x: "c"})
         name = self.hoisted.get((None, body))
         if name is None:
             name = self.hoisted[(None, body)] = f"g{self.first + len(self.hoisted)}"
             self.functions.append(f"def {name}(X, c):\n{_PROLOGUE}    return {body}")
+        if several is None:  # `literal` is a value computed here: grouped when it is a decimal
+            return f"grpv(X, {base}, {name}, {literal})"
         return f"grp(X, {base}, {name}, {several}).get({literal}, NIL)"
 
     def step_from(self, left: str, kind: str, right: Any, env: Env, descendant: bool) -> tuple[str, str]:

@@ -483,6 +483,20 @@ def grp(doc: Doc, base: list, fn: Any, several: bool) -> dict:
     return found
 
 
+def grpv(doc: Doc, base: list, fn: Any, value: Any) -> list:
+    """The elements of `base` one of whose values `fn(x)` equals `value`: a lookup in `base`
+    grouped by those values when they and `value` are decimals or integers (Python then
+    compares them as XPath does), the plain filter otherwise (doubles, strings, dates)."""
+    if type(value) is Decimal or type(value) is int:
+        found = grp(doc, base, fn, True)
+        exact = doc.memo.get(("grpv", id(found)))
+        if exact is None:
+            exact = doc.memo[("grpv", id(found))] = all(type(k) is Decimal or type(k) is int for k in found)
+        if exact:
+            return found.get(value, NIL)
+    return [x for x in base if qv("=", fn(doc, x), value)]
+
+
 def nb(op: str, nodes: Any, value: bool) -> bool:
     """Elements compared with a boolean: each value cast to xs:boolean (a bad one is an error)."""
     f = _OPS[op]
