@@ -231,7 +231,7 @@ class Engine:
         doc = Doc(element.getroottree().getroot())
         doc.retry = self._retry  # a bound method: no cycle through the document (freed at once)
         hits: list[Hit] = []
-        idx, pos = doc.idx, doc.pos
+        idx = doc.idx
         rt = doc.root.tag
         matched: list[dict[Any, int]] = [{} for _ in self.patterns]  # per pattern: element -> rule
         known = self._known.get(rt)
@@ -270,7 +270,7 @@ class Engine:
                                 fired[el] = rank
             if not fired:
                 continue
-            for node in (fired if len(fired) == in_order else sorted(fired, key=pos.__getitem__)):
+            for node in (fired if len(fired) == in_order else sorted(fired, key=doc.pos.__getitem__)):
                 rule = rules[fired[node]]
                 out = rule.function(node, doc)
                 if seen is not None:

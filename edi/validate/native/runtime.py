@@ -85,20 +85,16 @@ class Doc:
     """One document being checked: its root, its elements by name and in document order, and
     (built on first use) the set of element and attribute paths the presence tests read."""
 
-    __slots__ = ("root", "document", "idx", "pos", "all", "memo", "paths", "path_list", "kids", "retry", "_present", "_by_last",
-                 "_rel", "_ends")
+    __slots__ = ("root", "document", "idx", "all", "memo", "paths", "path_list", "kids", "retry", "_pos",
+                 "_present", "_by_last", "_rel", "_ends")
 
     def __init__(self, root: etree._Element) -> None:
         self.root = root
-        idx: dict[str, list] = {}
-        pos: dict[Any, int] = {root: 0}
-        every = [root]
+        self.all = every = [root, *root.iterdescendants(ELEMENT)]
         paths: dict[Any, tuple] = {root: ()}  # names from the root (the root itself is `()`)
         path_list: list[tuple] = [()]  # the same, in document order
-        idx[root.tag] = [root]
-        for i, el in enumerate(root.iterdescendants(ELEMENT), 1):
-            pos[el] = i
-            every.append(el)
+        idx: dict[str, list] = {root.tag: [root]}
+        for el in every[1:]:
             tag = el.tag
             paths[el] = p = paths[el.getparent()] + (tag,)
             path_list.append(p)
@@ -108,14 +104,22 @@ class Doc:
             else:
                 found.append(el)
         self.document = DocumentNode(root)
-        pos[self.document] = -1
-        self.idx, self.pos, self.all, self.paths, self.path_list = idx, pos, every, paths, path_list
+        self.idx, self.paths, self.path_list = idx, paths, path_list
+        self._pos: dict | None = None
         self.retry: Any = None  # set by the engine: a test asked again, errors masked (codegen)
         self.memo: dict = {}
         self.kids: dict = {}  # element -> its children by name (built when first asked)
         self._present: set | None = None
         self._rel: dict = {}
         self._ends: dict = {}
+
+    @property
+    def pos(self) -> dict:
+        """Element -> its rank in document order (built when first asked: sorting is rare)."""
+        if self._pos is None:
+            self._pos = {el: i for i, el in enumerate(self.all)}
+            self._pos[self.document] = -1
+        return self._pos
 
     def _build_paths(self) -> None:
         """The set of element paths, with the attributes as a last `@name`."""
