@@ -127,9 +127,10 @@ class Doc:
         present.discard(())
         paths = self.paths
         for el in self.all:
-            if el.attrib:
+            names = el.keys()
+            if names:
                 p = paths[el]
-                for a in el.keys():
+                for a in names:
                     present.add(p + ("@" + a,))
         self._present = present
         by_last: dict[str, list] = {}
