@@ -24,7 +24,7 @@ from typing import Any
 
 from edi.validate.native import runtime
 from edi.validate.native.compiler import Rule, RuleSet
-from edi.validate.native.xpath import _CASTS, EDI_NS, Compiler, _dedupe
+from edi.validate.native.xpath import _CASTS, EDI_NS, Compiler, _dedupe, cast_one
 
 E, N, A, S, B, V, Q = "E", "N", "A", "S", "B", "V", "Q"
 _PYOP = {"=": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
@@ -78,7 +78,6 @@ class Generator:
         self.consts: dict[str, Any] = {}
         self._const_names: dict[Any, str] = {}
         self._n = 0
-        self.closures = 0  # subexpressions left to `xpath` closures
         self.hoisted: dict[tuple[bool, str], str] = {}  # body -> name of its memoised function
         self.functions: list[str] = []  # their source
         self.string_lists: set[str] = set()  # codes of lists of strings (`a/normalize-space(b)`)
@@ -229,7 +228,6 @@ class Generator:
                 raise Unsupported(f"variable ${name}")
             args.append(f"{name!r}: {self.q(*env.vars[name], atomizing=False)}")
         self.fallback.build(t, {})  # refused now (NotNative) rather than at the first document
-        self.closures += 1
         spec = {"x": t.source, "v": sorted(env.vars)}
         name = self.const(spec, key=("closure", t.source, tuple(spec["v"])), raw=True)
         return f"{name}({env.ctx}, X.vs({{{', '.join(args)}}}))", Q
@@ -329,7 +327,7 @@ class Generator:
                 raise Unsupported(f"cast as {t[1].value}")
             optional = t.source.rstrip().endswith("?")
             cast = self.const({"c": target}, key=("cast", target), raw=True)
-            return f"castas({cast}, {self.q(*self.ex(t[0], env))}, {optional})", V
+            return f"cast({cast}, {self.q(*self.ex(t[0], env))}, {optional})", V
         if s == "concat":
             return "(" + " + ".join(self.string(c, env, s) for c in t) + ")", S
         if s == "codelist" and n == 2 and t[0].symbol == "(string)":
@@ -762,6 +760,7 @@ def namespace() -> dict[str, Any]:
     """The globals of generated code: the runtime functions by their short names."""
     g = {k: getattr(runtime, k) for k in dir(runtime) if not k.startswith("__")}
     g["dedupe"] = _dedupe  # a step's results: elements once each, atoms kept
+    g["cast"] = cast_one
     g["after"] = lambda a, b: a.partition(b)[2] if b in a else ""
     g["before"] = lambda a, b: a.partition(b)[0] if b in a else ""
     return g

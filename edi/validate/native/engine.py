@@ -180,7 +180,6 @@ class Engine:
             self.patterns.append(built)
         self._plans = [_Plan(built) for built in self.patterns]
         self._known: dict[str, dict[tuple, tuple]] = {}  # root name -> element path -> (pattern, branches)
-        self.closures = spec["closures"]
 
     def compiler(self, loose: bool = False) -> Compiler:
         """The `xpath` compiler (strict, or `loose` as contexts were matched before), built on
@@ -334,7 +333,7 @@ def generate(ruleset: RuleSet) -> dict:
     except Exception as exc:  # elementpath parse errors: a construct it does not know
         raise NotNative(f"{type(exc).__name__}: {exc}") from exc
     return {"source": "\n\n\n".join(gen.functions + source) + "\n", "consts": gen.consts,
-            "patterns": patterns, "closures": gen.closures}
+            "patterns": patterns}
 
 
 def _branch_spec(gen: Generator, branch: str, name: str, source: list[str]) -> dict:

@@ -29,6 +29,7 @@ from edi.validate.native.xpath import (
     _double,
     _numeric,
     _one_string,
+    one_item,
     _promote,
     arithmetic,
     atomize,
@@ -301,16 +302,6 @@ def atall(doc: Doc, name: str) -> list:
     return [v for v in (el.get(name) for el in doc.all) if v is not None]
 
 
-def castas(fn: Any, seq: list, optional: bool) -> Any:
-    """`... cast as xs:type` (`?`: the empty sequence allowed)."""
-    items = atomize(seq)
-    if len(items) != 1:
-        if not items and optional:
-            return None
-        raise XPathError("XPTY0004: cast of an empty sequence or of several items")
-    return fn(items[0])
-
-
 def srt(nodes: list, doc: Doc) -> list:
     """Distinct elements in document order (after a step that can repeat or reorder them)."""
     if len(nodes) < 2:
@@ -324,19 +315,13 @@ def un(a: Any, b: Any, doc: Doc) -> list:
 
 def s1(nodes: Any, fname: str) -> str:
     """The string of at most one element (XPath 2.0 refuses several)."""
-    if not nodes:
-        return ""
-    if len(nodes) > 1:
-        raise XPathError(f"XPTY0004: {fname}() on a sequence of several items")
-    return sv(nodes[0])
+    el = one_item(nodes, f"{fname}() on a sequence")
+    return "" if el is None else sv(el)
 
 
 def a1(values: list, fname: str) -> str:
-    if not values:
-        return ""
-    if len(values) > 1:
-        raise XPathError(f"XPTY0004: {fname}() on a sequence of several items")
-    return values[0]
+    value = one_item(values, f"{fname}() on a sequence")
+    return "" if value is None else value
 
 
 def v2s(v: Any) -> str:
@@ -380,21 +365,14 @@ def ebv1(v: Any) -> bool:
 
 # --- numbers ----------------------------------------------------------------------------------
 
-def _only(items: Any, what: str) -> Any:
-    """The item of a sequence of at most one (None when empty); several: XPTY0004."""
-    if len(items) > 1:
-        raise XPathError(f"XPTY0004: {what} of several items")
-    return items[0] if items else None
-
-
 def nn(nodes: Any) -> Any:
     """Arithmetic operand from elements: None when empty, xs:double of the one value."""
-    el = _only(nodes, "arithmetic on a sequence")
+    el = one_item(nodes, "arithmetic on a sequence")
     return None if el is None else _double(sv(el))
 
 
 def na(values: list) -> Any:
-    value = _only(values, "arithmetic on a sequence")
+    value = one_item(values, "arithmetic on a sequence")
     return None if value is None else _double(value)
 
 
@@ -452,27 +430,17 @@ def sm(items: list) -> Any:
 
 def dn(nodes: Any) -> Any:
     """xs:decimal() of at most one element."""
-    el = _only(nodes, "cast")
+    el = one_item(nodes, "cast")
     return None if el is None else _decimal(sv(el))
 
 
 def da(values: list) -> Any:
-    value = _only(values, "cast")
+    value = one_item(values, "cast")
     return None if value is None else _decimal(value)
 
 
 def dv(v: Any) -> Any:
     return None if v is None else to_decimal(v)
-
-
-def cast(fn: Any, seq: list) -> Any:
-    """A constructor function (`xs:date(...)`) on a sequence: None, or the one value cast."""
-    items = atomize(seq)
-    if not items:
-        return None
-    if len(items) > 1:
-        raise XPathError("XPTY0004: cast of several items")
-    return fn(items[0])
 
 
 def grp(doc: Doc, base: list, fn: Any, several: bool) -> dict:

@@ -58,6 +58,13 @@ class Untyped(str):
 
 # --- XPath 2.0 value semantics ----------------------------------------------------------
 
+def one_item(items: Any, what: str) -> Any:
+    """The item of a sequence of at most one (None when empty); several: XPTY0004, as Saxon."""
+    if len(items) > 1:
+        raise XPathError(f"XPTY0004: {what} of several items")
+    return items[0] if items else None
+
+
 def _is_node(item: Any) -> bool:
     return isinstance(item, etree._Element) or (
         isinstance(item, etree._ElementUnicodeResult) and (item.is_attribute or item.is_text))
@@ -217,12 +224,9 @@ def general_compare(op: str, left: Seq, right: Seq) -> bool:
 
 
 def _arith_operand(seq: Seq) -> Any:
-    items = atomize(seq)
-    if not items:
+    v = one_item(atomize(seq), "arithmetic on a sequence")
+    if v is None:
         return None
-    if len(items) > 1:
-        raise XPathError("XPTY0004: arithmetic on a sequence of several items")
-    v = items[0]
     if isinstance(v, Untyped):
         return _double(v)
     if not _numeric(v):
@@ -285,12 +289,20 @@ def xpath_round(v: Any) -> Any:
     return _EXACT.add(v, _HALF).to_integral_value(rounding=ROUND_FLOOR, context=_EXACT)
 
 
+def cast_one(fn: Any, seq: Seq, optional: bool = True) -> Any:
+    """A constructor function (`xs:date(...)`) or `... cast as xs:type` (`optional`: with `?`)
+    on a sequence: None for the empty sequence where allowed, else the one value cast."""
+    item = one_item(atomize(seq), "cast")
+    if item is None:
+        if optional:
+            return None
+        raise XPathError("XPTY0004: cast of an empty sequence")
+    return fn(item)
+
+
 def _one_string(seq: Seq, fname: str) -> str:
-    if not seq:
-        return ""
-    if len(seq) > 1:
-        raise XPathError(f"XPTY0004: {fname}() on a sequence of several items")
-    return string_value(seq[0])
+    item = one_item(seq, f"{fname}() on a sequence")
+    return "" if item is None else string_value(item)
 
 
 # --- translation to XPath 1.0 -----------------------------------------------------------
@@ -754,12 +766,8 @@ class Compiler:
                 if cast is None:
                     raise Untranslatable(f"xs:{inner.symbol}")
                 def xs_cast(node, vs, arg=arg, cast=cast):
-                    items = atomize(arg(node, vs))
-                    if not items:
-                        return []
-                    if len(items) > 1:
-                        raise XPathError("XPTY0004: cast of several items")
-                    return [cast(items[0])]
+                    value = cast_one(cast, arg(node, vs))
+                    return [] if value is None else [value]
                 return xs_cast
             return self.build(inner, subst)
         if s == "(" and n == 1:
