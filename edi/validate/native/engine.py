@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,7 @@ class _Rule:
     evaluated: list[int]  # the checks it evaluates (an unflagged report is never a finding)
     variables: list[tuple[str, str]]
     values: Any = None  # closures of the variables, for the messages (built on first hit)
+    texts: dict = field(default_factory=dict)  # id(check) -> its message, parts compiled (on first hit)
 
 
 class Engine:
@@ -290,7 +291,9 @@ class Engine:
         values = doc.vs({})
         for name, fn in rule.values:
             values[name] = fn(node, values)
-        text = [(k, c.compile(v, {}, names) if k == "x" else v) for k, v in check.text]
+        text = rule.texts.get(id(check))
+        if text is None:  # compiled once per check, not at every invoice that fires it
+            text = rule.texts[id(check)] = [(k, c.compile(v, {}, names) if k == "x" else v) for k, v in check.text]
         return _message(text, node, values)
 
 
