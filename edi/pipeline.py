@@ -79,7 +79,6 @@ class Outcome:
     rules: list[str] = field(default_factory=list)  # schema and rule-set versions that ran
     staging: str = ""  # the flow's scratch folder under spool/work
     steps: list[dict] = field(default_factory=list)  # flow-level trace rows, written with the outcome
-    done: Flow | None = None  # a status flow, applied and committed by `_apply_statuses`
 
     def step(self, flow_id: int, step: str, outcome: str = trace.OK, detail: str = "") -> None:
         self.steps.append(trace.row(flow_id, step, outcome, detail))
@@ -128,9 +127,13 @@ def process(cfg: Config, flow_id: int) -> Flow | None:
 
 def _process(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliveries, lease: Lease, log_) -> Flow:
     """Run the checks, deliver the accepted invoices, commit the outcome (LeaseLost when
-    another worker took the flow over)."""
+    another worker took the flow over). A recipient's status flow, once its flow checks pass,
+    is applied and committed by `_apply_statuses` instead."""
     try:
-        run_checks(cfg, flow, outcome, deliveries, lease)
+        name, partner = check_flow(cfg, flow, outcome)
+        if INTERFACES[name.interface].role == "recipient":
+            return _apply_statuses(cfg.database_url, flow, outcome, partner, Limits.of(cfg))
+        check_invoices(cfg, flow, outcome, deliveries, lease, name)
     except FlowRejected as rejected:
         finding = rejected.finding
         outcome.flow_findings.append(finding)
@@ -139,8 +142,6 @@ def _process(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Del
                      f"{finding.code} : {finding.message}" + (f" ({finding.value})" if finding.value else ""))
         log_.warning("flow_irrecevable", code=finding.code, detail=finding.message)
     else:
-        if outcome.done is not None:
-            return outcome.done
         outcome.step(flow.id, trace.SPLIT, trace.OK, f"{len(outcome.invoices)} facture(s)")
         crash_point("decided")
         lease.check()  # a worker that stalled and lost the flow delivers nothing
@@ -170,8 +171,15 @@ def _failed(url: str, flow_id: int, exc: Exception, log_) -> None:
 
 
 def run_checks(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliveries, lease: Lease) -> None:
-    """Flow checks, split and invoice checks into `outcome` (FlowRejected when irrecevable);
-    also run by `edi.reprocess` on a finished flow."""
+    """Flow checks, split and invoice checks of an invoice flow into `outcome` (FlowRejected
+    when irrecevable); run by `edi.reprocess` on a finished flow (never a status flow)."""
+    name, _ = check_flow(cfg, flow, outcome)
+    check_invoices(cfg, flow, outcome, deliveries, lease, name)
+
+
+def check_flow(cfg: Config, flow: Flow, outcome: Outcome) -> tuple[flowchecks.FlowName, Partner]:
+    """The flow checks (name, sender, FLOWID, size) into `outcome`; FlowRejected when
+    irrecevable. Returns the flow's parsed name and its sender's partner account."""
     name = flowchecks.parse_name(flow.filename)
     outcome.interface, outcome.flow_ref = name.interface, name.flow_ref
     with db.session(cfg.database_url) as s:
@@ -180,13 +188,15 @@ def run_checks(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.D
     flowchecks.reserve_flow_id(cfg.database_url, flow, name)
     flowchecks.check_size(flow.size, cfg.max_flow_bytes)
     outcome.step(flow.id, trace.CHECKED, trace.OK, f"{name.interface}, émetteur {name.app}, flux {name.flow_ref}")
-    limits = Limits.of(cfg)
-    if INTERFACES[name.interface].role == "recipient":
-        outcome.done = _apply_statuses(cfg.database_url, flow, outcome, partner, limits)
-        return
+    return name, partner
+
+
+def check_invoices(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliveries, lease: Lease,
+                   name: flowchecks.FlowName) -> None:
+    """The split and invoice checks of an invoice flow `check_flow` passed, into `outcome`."""
     context = checks.Context.for_flow(cfg, name.interface, INTERFACES[name.interface].syntax.name, flow_id=flow.id)
     try:
-        _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context)
+        _check_invoices(cfg, flow, outcome, deliveries, lease, name, Limits.of(cfg), context)
     finally:
         context.close()
 

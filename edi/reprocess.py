@@ -17,6 +17,9 @@ archive and checked again, invoice by invoice, with today's directory and rules.
 - A flow irrecevable today that was not is left as it is (deposits are never undone).
 - Every run is a trace step (`reprocessed`) naming who asked for it; a dry run writes nothing
   and returns the same per-invoice changes.
+- A recipient's status flow (FEN1200A) is refused (`NotReprocessable`): its lines were applied
+  once and moved invoices on in their life cycle; reading it again would apply them twice, and
+  there is no invoice in it to check again. A status that was refused is sent again in a new flow.
 
 The flow's row is locked for the run (`owner`): two reprocesses of one flow never overlap, and
 workers never take finished flows. The checks are those of the pipeline (`pipeline.run_checks`).
@@ -37,6 +40,7 @@ from edi.db.models import (
     INTEGRATED, PARTIAL, REJECTED, TERMINAL_STATES, Finding as FindingRow, Flow, FlowStep, Invoice, Report,
     StatusEvent, utcnow,
 )
+from edi.interfaces import INTERFACES
 from edi.lease import Lease, _owner_dead, hold, owner_id
 from edi.pipeline import (
     AVAILABLE, DEPOSITED, PLATFORM_APP, InvoiceResult, Outcome, finding_row, integration_report, invoice_step,
@@ -60,7 +64,8 @@ KEPT_ROUTING = "routage changé"  # deposited already: kept, though routed elsew
 
 
 class NotReprocessable(Exception):
-    """The flow cannot be reprocessed now (not finished, or being reprocessed elsewhere)."""
+    """The flow cannot be reprocessed (a status flow), or not now (not finished, or being
+    reprocessed elsewhere)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +143,15 @@ class _NoLock:
 
 
 def reprocess(cfg: Config, flow_id: int, *, by: str, dry_run: bool = False) -> Reprocessed:
-    """Reprocess one finished flow (see the module's docstring); NotReprocessable when it is not
-    finished or another run holds it. A dry run takes no lock and writes nothing."""
+    """Reprocess one finished invoice flow (see the module's docstring); NotReprocessable when it
+    is a status flow, is not finished or another run holds it. A dry run takes no lock and
+    writes nothing."""
     url = cfg.database_url
     with db.session(url) as s:
         flow = s.get(Flow, flow_id)
+    if flow.interface in INTERFACES and INTERFACES[flow.interface].role == "recipient":
+        raise NotReprocessable(f"flux {flow.id} : un flux de statuts ({flow.interface}) ne se retraite pas : "
+                               "ses statuts sont appliqués une fois")
     if flow.state not in TERMINAL_STATES:
         raise NotReprocessable(f"flux {flow.id} dans l'état {flow.state} : seul un flux terminé se retraite")
     spool = Spool(cfg.spool_root)
