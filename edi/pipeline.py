@@ -26,8 +26,8 @@ from decimal import Decimal
 from edi import db, lifecycle, log, trace
 from edi.config import Config
 from edi.db.models import (
-    INTEGRATED, PARTIAL, REJECTED,
-    Finding as FindingRow, Flow, FlowStep, Invoice, Packed, Partner, Report, StatusEvent, pack, utcnow,
+    REJECTED, Finding as FindingRow, Flow, FlowStep, Invoice, Packed, Partner, Report, StatusEvent, flow_state, pack,
+    utcnow,
 )
 from edi.ingest.intake import crash_point
 from edi.lease import Lease, LeaseLost, acquire, hold, release_failed
@@ -89,9 +89,7 @@ class Outcome:
 
     @property
     def state(self) -> str:
-        if self.flow_findings or not self.accepted:
-            return REJECTED
-        return INTEGRATED if self.accepted == len(self.invoices) else PARTIAL
+        return REJECTED if self.flow_findings else flow_state(self.accepted, len(self.invoices))
 
 
 # ------------------------------------------------------------------ processing
@@ -389,7 +387,7 @@ def _apply_statuses(url: str, flow: Flow, outcome: Outcome, partner: Partner, li
             ),
         )
         s.add(cen)
-        state = REJECTED if not accepted else (INTEGRATED if not applier.refused else PARTIAL)
+        state = flow_state(accepted, applier.count)
         steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{cen.filename} (statut {status})"))
         steps.append(trace.row(flow.id, trace.FINISHED, state, f"{accepted}/{applier.count} statut(s) appliqué(s)"))
         for chunk in _chunks(steps):

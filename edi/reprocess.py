@@ -37,8 +37,7 @@ from edi import db, log, trace
 from edi.config import Config
 from edi.finding import FATAL
 from edi.db.models import (
-    INTEGRATED, PARTIAL, REJECTED, TERMINAL_STATES, Finding as FindingRow, Flow, FlowStep, Invoice, Report,
-    StatusEvent, utcnow,
+    TERMINAL_STATES, Finding as FindingRow, Flow, FlowStep, Invoice, Report, StatusEvent, flow_state, utcnow,
 )
 from edi.interfaces import INTERFACES
 from edi.lease import Lease, _owner_dead, hold, owner_id
@@ -241,10 +240,7 @@ def _compare(before: dict[int, Invoice], fatal: dict[int, list[str]], results: l
 
 def _state(before: dict[int, Invoice], results: list[InvoiceResult]) -> str:
     accepted = {seq for seq, i in before.items() if i.accepted} | {r.seq for r in results if r.accepted}
-    total = max(len(before), len(results))
-    if not accepted:
-        return REJECTED
-    return INTEGRATED if len(accepted) == total else PARTIAL
+    return flow_state(len(accepted), max(len(before), len(results)))
 
 
 def _apply(cfg: Config, flow: Flow, outcome: Outcome, result: Reprocessed, lock: _RowLock) -> None:
