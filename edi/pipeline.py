@@ -275,7 +275,8 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
             s.execute(insert(FindingRow.__table__), chunk)
         steps = outcome.steps + [invoice_step(flow.id, ids[r.seq], r) for r in outcome.invoices]
         status = statut.FLOW_REJECTED if outcome.flow_findings else statut.flow_status(outcome.accepted, rejected)
-        integration = integration_report(s, flow, outcome, status, findings, f"CSO{flow.id:022d}", now)
+        integration = integration_report(s, flow, outcome, status, [error_line(f) for f in findings],
+                                         f"CSO{flow.id:022d}", now)
         steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{integration.filename} (statut {status})"))
         firsts = [r for r in outcome.invoices if r.accepted and r.resend is None]  # deposited now
         if firsts:
@@ -376,17 +377,9 @@ def _apply_statuses(url: str, flow: Flow, outcome: Outcome, partner: Partner, li
             link_reports(s, [event for _, event in applier.changed])
         accepted = len(applier.changed)
         status = statut.flow_status(accepted, len(applier.refused))
-        cen = Report(
-            flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
-            filename=unique_filename(s, integration_name(flow, outcome), flow.id),
-            content=statut.integration_report(
-                sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
-                report_flow_id=f"CEN{flow.id:022d}", flow_ref=outcome.flow_ref, status=status, produced_at=now,
-                lines=[r.error_line() for r in applier.refused],
-                comment=f"{accepted} statut(s) appliqué(s), {len(applier.refused)} refusé(s)",
-            ),
-        )
-        s.add(cen)
+        cen = integration_report(s, flow, outcome, status, [r.error_line() for r in applier.refused],
+                                 f"CEN{flow.id:022d}", now,
+                                 comment=f"{accepted} statut(s) appliqué(s), {len(applier.refused)} refusé(s)")
         state = flow_state(accepted, applier.count)
         steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{cen.filename} (statut {status})"))
         steps.append(trace.row(flow.id, trace.FINISHED, state, f"{accepted}/{applier.count} statut(s) appliqué(s)"))
@@ -435,10 +428,11 @@ def _chunks(rows, size: int = 1000):
         yield batch
 
 
-def integration_report(s, flow: Flow, outcome: Outcome, status: str, findings: list[Finding], report_flow_id: str,
-                       now: datetime, comment: str = "") -> Report:
-    """The CSO of a flow (added to session `s`): its findings, the rule sets that ran, under a
-    report name never used before."""
+def integration_report(s, flow: Flow, outcome: Outcome, status: str, lines: list[statut.ErrorLine],
+                       report_flow_id: str, now: datetime, comment: str = "") -> Report:
+    """The integration report of a flow (CSO, or the CEN of a status flow; added to session `s`):
+    its error lines (`error_line` of each finding, or each refused status line), the rule sets
+    that ran, under a report name never used before."""
     rules = ("Règles : " + " ; ".join(outcome.rules)) if outcome.rules else ""
     report = Report(
         flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
@@ -446,7 +440,7 @@ def integration_report(s, flow: Flow, outcome: Outcome, status: str, findings: l
         content=statut.integration_report(
             sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app), report_flow_id=report_flow_id,
             flow_ref=outcome.flow_ref or flow.filename[:100], status=status, produced_at=now,
-            lines=[error_line(f) for f in findings], comment=" ; ".join(c for c in (comment, rules) if c),
+            lines=lines, comment=" ; ".join(c for c in (comment, rules) if c),
         ),
     )
     s.add(report)

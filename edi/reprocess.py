@@ -42,8 +42,8 @@ from edi.db.models import (
 from edi.interfaces import INTERFACES
 from edi.lease import Lease, _owner_dead, hold, owner_id
 from edi.pipeline import (
-    AVAILABLE, DEPOSITED, PLATFORM_APP, InvoiceResult, Outcome, finding_row, integration_report, invoice_step,
-    run_checks,
+    AVAILABLE, DEPOSITED, PLATFORM_APP, InvoiceResult, Outcome, error_line, finding_row, integration_report,
+    invoice_step, run_checks,
 )
 from edi.reports import statut
 from edi.reports.outbox import deliver_pending, unique_filename
@@ -314,7 +314,7 @@ def _summary(result: Reprocessed) -> str:
 def _integration_report(s, flow: Flow, outcome: Outcome, redo: list[InvoiceResult], status: str, by: str, now) -> Report:
     """A new CSO for the invoices decided again; its IdFlx and file name are new."""
     count = len(s.execute(select(Report.id).where(Report.flow_id == flow.id, Report.kind == "integration")).all())
-    return integration_report(s, flow, outcome, status, [f for r in redo for f in r.findings],
+    return integration_report(s, flow, outcome, status, [error_line(f) for r in redo for f in r.findings],
                               f"CSO{flow.id:012d}{count:010d}", now, comment=f"Retraitement demandé par {by}")
 
 
