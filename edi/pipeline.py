@@ -26,8 +26,8 @@ from decimal import Decimal
 from edi import db, lifecycle, log, trace
 from edi.config import Config
 from edi.db.models import (
-    INTEGRATED, PARTIAL, REJECTED,
-    Finding as FindingRow, Flow, FlowStep, Invoice, Packed, Partner, Report, StatusEvent, pack, utcnow,
+    REJECTED, Finding as FindingRow, Flow, FlowStep, Invoice, Packed, Partner, Report, StatusEvent, flow_state, pack,
+    utcnow,
 )
 from edi.ingest.intake import crash_point
 from edi.lease import Lease, LeaseLost, acquire, hold, release_failed
@@ -79,7 +79,6 @@ class Outcome:
     rules: list[str] = field(default_factory=list)  # schema and rule-set versions that ran
     staging: str = ""  # the flow's scratch folder under spool/work
     steps: list[dict] = field(default_factory=list)  # flow-level trace rows, written with the outcome
-    done: Flow | None = None  # a status flow, applied and committed by `_apply_statuses`
 
     def step(self, flow_id: int, step: str, outcome: str = trace.OK, detail: str = "") -> None:
         self.steps.append(trace.row(flow_id, step, outcome, detail))
@@ -90,9 +89,7 @@ class Outcome:
 
     @property
     def state(self) -> str:
-        if self.flow_findings or not self.accepted:
-            return REJECTED
-        return INTEGRATED if self.accepted == len(self.invoices) else PARTIAL
+        return REJECTED if self.flow_findings else flow_state(self.accepted, len(self.invoices))
 
 
 # ------------------------------------------------------------------ processing
@@ -128,9 +125,13 @@ def process(cfg: Config, flow_id: int) -> Flow | None:
 
 def _process(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliveries, lease: Lease, log_) -> Flow:
     """Run the checks, deliver the accepted invoices, commit the outcome (LeaseLost when
-    another worker took the flow over)."""
+    another worker took the flow over). A recipient's status flow, once its flow checks pass,
+    is applied and committed by `_apply_statuses` instead."""
     try:
-        run_checks(cfg, flow, outcome, deliveries, lease)
+        name, partner = check_flow(cfg, flow, outcome)
+        if INTERFACES[name.interface].role == "recipient":
+            return _apply_statuses(cfg.database_url, flow, outcome, partner, Limits.of(cfg))
+        check_invoices(cfg, flow, outcome, deliveries, lease, name)
     except FlowRejected as rejected:
         finding = rejected.finding
         outcome.flow_findings.append(finding)
@@ -139,8 +140,6 @@ def _process(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Del
                      f"{finding.code} : {finding.message}" + (f" ({finding.value})" if finding.value else ""))
         log_.warning("flow_irrecevable", code=finding.code, detail=finding.message)
     else:
-        if outcome.done is not None:
-            return outcome.done
         outcome.step(flow.id, trace.SPLIT, trace.OK, f"{len(outcome.invoices)} facture(s)")
         crash_point("decided")
         lease.check()  # a worker that stalled and lost the flow delivers nothing
@@ -170,8 +169,15 @@ def _failed(url: str, flow_id: int, exc: Exception, log_) -> None:
 
 
 def run_checks(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliveries, lease: Lease) -> None:
-    """Flow checks, split and invoice checks into `outcome` (FlowRejected when irrecevable);
-    also run by `edi.reprocess` on a finished flow."""
+    """Flow checks, split and invoice checks of an invoice flow into `outcome` (FlowRejected
+    when irrecevable); run by `edi.reprocess` on a finished flow (never a status flow)."""
+    name, _ = check_flow(cfg, flow, outcome)
+    check_invoices(cfg, flow, outcome, deliveries, lease, name)
+
+
+def check_flow(cfg: Config, flow: Flow, outcome: Outcome) -> tuple[flowchecks.FlowName, Partner]:
+    """The flow checks (name, sender, FLOWID, size) into `outcome`; FlowRejected when
+    irrecevable. Returns the flow's parsed name and its sender's partner account."""
     name = flowchecks.parse_name(flow.filename)
     outcome.interface, outcome.flow_ref = name.interface, name.flow_ref
     with db.session(cfg.database_url) as s:
@@ -180,13 +186,15 @@ def run_checks(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.D
     flowchecks.reserve_flow_id(cfg.database_url, flow, name)
     flowchecks.check_size(flow.size, cfg.max_flow_bytes)
     outcome.step(flow.id, trace.CHECKED, trace.OK, f"{name.interface}, émetteur {name.app}, flux {name.flow_ref}")
-    limits = Limits.of(cfg)
-    if INTERFACES[name.interface].role == "recipient":
-        outcome.done = _apply_statuses(cfg.database_url, flow, outcome, partner, limits)
-        return
+    return name, partner
+
+
+def check_invoices(cfg: Config, flow: Flow, outcome: Outcome, deliveries: delivery.Deliveries, lease: Lease,
+                   name: flowchecks.FlowName) -> None:
+    """The split and invoice checks of an invoice flow `check_flow` passed, into `outcome`."""
     context = checks.Context.for_flow(cfg, name.interface, INTERFACES[name.interface].syntax.name, flow_id=flow.id)
     try:
-        _check_invoices(cfg, flow, outcome, deliveries, lease, name, limits, context)
+        _check_invoices(cfg, flow, outcome, deliveries, lease, name, Limits.of(cfg), context)
     finally:
         context.close()
 
@@ -267,7 +275,8 @@ def _commit(url: str, flow: Flow, outcome: Outcome) -> Flow:
             s.execute(insert(FindingRow.__table__), chunk)
         steps = outcome.steps + [invoice_step(flow.id, ids[r.seq], r) for r in outcome.invoices]
         status = statut.FLOW_REJECTED if outcome.flow_findings else statut.flow_status(outcome.accepted, rejected)
-        integration = integration_report(s, flow, outcome, status, findings, f"CSO{flow.id:022d}", now)
+        integration = integration_report(s, flow, outcome, status, [error_line(f) for f in findings],
+                                         f"CSO{flow.id:022d}", now)
         steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{integration.filename} (statut {status})"))
         firsts = [r for r in outcome.invoices if r.accepted and r.resend is None]  # deposited now
         if firsts:
@@ -368,18 +377,10 @@ def _apply_statuses(url: str, flow: Flow, outcome: Outcome, partner: Partner, li
             link_reports(s, [event for _, event in applier.changed])
         accepted = len(applier.changed)
         status = statut.flow_status(accepted, len(applier.refused))
-        cen = Report(
-            flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
-            filename=unique_filename(s, integration_name(flow, outcome), flow.id),
-            content=statut.integration_report(
-                sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app),
-                report_flow_id=f"CEN{flow.id:022d}", flow_ref=outcome.flow_ref, status=status, produced_at=now,
-                lines=[r.error_line() for r in applier.refused],
-                comment=f"{accepted} statut(s) appliqué(s), {len(applier.refused)} refusé(s)",
-            ),
-        )
-        s.add(cen)
-        state = REJECTED if not accepted else (INTEGRATED if not applier.refused else PARTIAL)
+        cen = integration_report(s, flow, outcome, status, [r.error_line() for r in applier.refused],
+                                 f"CEN{flow.id:022d}", now,
+                                 comment=f"{accepted} statut(s) appliqué(s), {len(applier.refused)} refusé(s)")
+        state = flow_state(accepted, applier.count)
         steps.append(trace.row(flow.id, trace.REPORTED, trace.OK, f"{cen.filename} (statut {status})"))
         steps.append(trace.row(flow.id, trace.FINISHED, state, f"{accepted}/{applier.count} statut(s) appliqué(s)"))
         for chunk in _chunks(steps):
@@ -427,10 +428,11 @@ def _chunks(rows, size: int = 1000):
         yield batch
 
 
-def integration_report(s, flow: Flow, outcome: Outcome, status: str, findings: list[Finding], report_flow_id: str,
-                       now: datetime, comment: str = "") -> Report:
-    """The CSO of a flow (added to session `s`): its findings, the rule sets that ran, under a
-    report name never used before."""
+def integration_report(s, flow: Flow, outcome: Outcome, status: str, lines: list[statut.ErrorLine],
+                       report_flow_id: str, now: datetime, comment: str = "") -> Report:
+    """The integration report of a flow (CSO, or the CEN of a status flow; added to session `s`):
+    its error lines (`error_line` of each finding, or each refused status line), the rule sets
+    that ran, under a report name never used before."""
     rules = ("Règles : " + " ; ".join(outcome.rules)) if outcome.rules else ""
     report = Report(
         flow_id=flow.id, app=flow.app, kind="integration", created_at=now,
@@ -438,7 +440,7 @@ def integration_report(s, flow: Flow, outcome: Outcome, status: str, findings: l
         content=statut.integration_report(
             sender_app=PLATFORM_APP, recipient_app=_report_app(flow.app), report_flow_id=report_flow_id,
             flow_ref=outcome.flow_ref or flow.filename[:100], status=status, produced_at=now,
-            lines=[error_line(f) for f in findings], comment=" ; ".join(c for c in (comment, rules) if c),
+            lines=lines, comment=" ; ".join(c for c in (comment, rules) if c),
         ),
     )
     s.add(report)

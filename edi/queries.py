@@ -13,6 +13,7 @@ from sqlalchemy import or_, select
 from edi import db
 from edi.db.models import Finding, Flow, FlowStep, Invoice, Report, StatusEvent
 from edi.reports.statut import LIFECYCLE_LABELS
+from edi.route.status import by_deposit
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -119,7 +120,7 @@ def report_contents(url: str, flow_id: int) -> list[dict]:
 
 def invoice_detail(url: str, deposit_no: str) -> dict | None:
     with db.session(url) as s:
-        inv = s.execute(select(Invoice).where(Invoice.deposit_no == deposit_no)).scalars().first()
+        inv = by_deposit(s, deposit_no)
         if inv is None:
             return None
         flow = s.get(Flow, inv.flow_id)

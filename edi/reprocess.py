@@ -17,6 +17,9 @@ archive and checked again, invoice by invoice, with today's directory and rules.
 - A flow irrecevable today that was not is left as it is (deposits are never undone).
 - Every run is a trace step (`reprocessed`) naming who asked for it; a dry run writes nothing
   and returns the same per-invoice changes.
+- A recipient's status flow (FEN1200A) is refused (`NotReprocessable`): its lines were applied
+  once and moved invoices on in their life cycle; reading it again would apply them twice, and
+  there is no invoice in it to check again. A status that was refused is sent again in a new flow.
 
 The flow's row is locked for the run (`owner`): two reprocesses of one flow never overlap, and
 workers never take finished flows. The checks are those of the pipeline (`pipeline.run_checks`).
@@ -34,13 +37,13 @@ from edi import db, log, trace
 from edi.config import Config
 from edi.finding import FATAL
 from edi.db.models import (
-    INTEGRATED, PARTIAL, REJECTED, TERMINAL_STATES, Finding as FindingRow, Flow, FlowStep, Invoice, Report,
-    StatusEvent, utcnow,
+    TERMINAL_STATES, Finding as FindingRow, Flow, FlowStep, Invoice, Report, StatusEvent, flow_state, utcnow,
 )
+from edi.interfaces import INTERFACES
 from edi.lease import Lease, _owner_dead, hold, owner_id
 from edi.pipeline import (
-    AVAILABLE, DEPOSITED, PLATFORM_APP, InvoiceResult, Outcome, finding_row, integration_report, invoice_step,
-    run_checks,
+    AVAILABLE, DEPOSITED, PLATFORM_APP, InvoiceResult, Outcome, error_line, finding_row, integration_report,
+    invoice_step, run_checks,
 )
 from edi.reports import statut
 from edi.reports.outbox import deliver_pending, unique_filename
@@ -60,7 +63,8 @@ KEPT_ROUTING = "routage changé"  # deposited already: kept, though routed elsew
 
 
 class NotReprocessable(Exception):
-    """The flow cannot be reprocessed now (not finished, or being reprocessed elsewhere)."""
+    """The flow cannot be reprocessed (a status flow), or not now (not finished, or being
+    reprocessed elsewhere)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +142,15 @@ class _NoLock:
 
 
 def reprocess(cfg: Config, flow_id: int, *, by: str, dry_run: bool = False) -> Reprocessed:
-    """Reprocess one finished flow (see the module's docstring); NotReprocessable when it is not
-    finished or another run holds it. A dry run takes no lock and writes nothing."""
+    """Reprocess one finished invoice flow (see the module's docstring); NotReprocessable when it
+    is a status flow, is not finished or another run holds it. A dry run takes no lock and
+    writes nothing."""
     url = cfg.database_url
     with db.session(url) as s:
         flow = s.get(Flow, flow_id)
+    if flow.interface in INTERFACES and INTERFACES[flow.interface].role == "recipient":
+        raise NotReprocessable(f"flux {flow.id} : un flux de statuts ({flow.interface}) ne se retraite pas : "
+                               "ses statuts sont appliqués une fois")
     if flow.state not in TERMINAL_STATES:
         raise NotReprocessable(f"flux {flow.id} dans l'état {flow.state} : seul un flux terminé se retraite")
     spool = Spool(cfg.spool_root)
@@ -232,10 +240,7 @@ def _compare(before: dict[int, Invoice], fatal: dict[int, list[str]], results: l
 
 def _state(before: dict[int, Invoice], results: list[InvoiceResult]) -> str:
     accepted = {seq for seq, i in before.items() if i.accepted} | {r.seq for r in results if r.accepted}
-    total = max(len(before), len(results))
-    if not accepted:
-        return REJECTED
-    return INTEGRATED if len(accepted) == total else PARTIAL
+    return flow_state(len(accepted), max(len(before), len(results)))
 
 
 def _apply(cfg: Config, flow: Flow, outcome: Outcome, result: Reprocessed, lock: _RowLock) -> None:
@@ -309,7 +314,7 @@ def _summary(result: Reprocessed) -> str:
 def _integration_report(s, flow: Flow, outcome: Outcome, redo: list[InvoiceResult], status: str, by: str, now) -> Report:
     """A new CSO for the invoices decided again; its IdFlx and file name are new."""
     count = len(s.execute(select(Report.id).where(Report.flow_id == flow.id, Report.kind == "integration")).all())
-    return integration_report(s, flow, outcome, status, [f for r in redo for f in r.findings],
+    return integration_report(s, flow, outcome, status, [error_line(f) for r in redo for f in r.findings],
                               f"CSO{flow.id:012d}{count:010d}", now, comment=f"Retraitement demandé par {by}")
 
 

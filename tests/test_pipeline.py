@@ -10,9 +10,13 @@ import base64
 from datetime import date
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
 from lxml import etree
 
 from edi import gen
+from edi.db.models import flow_state
+from edi.reports import statut
 from edi.spool import safe_name
 from edi.route import routing
 from tests.helpers import (
@@ -368,3 +372,14 @@ def test_cli_flows_list_since(tmp_path):
     platform.ingest(made.path)
     assert platform.cli_json("flows", "list", "--since", "2999-01-01") == []
     assert len(platform.cli_json("flows", "list", "--since", "2000-01-01")) == 1
+
+
+@given(total=st.integers(min_value=0, max_value=10_000), data=st.data())
+def test_flow_state_matches_the_flow_status_of_its_report(total, data):
+    """The one state rule (pipeline, status flows, reprocessing) and the report's IdStatut agree:
+    none accepted IN_REJETE / 93, all IN_INTEGRE / 90, some IN_INTEGRE_PARTIEL / 96."""
+    accepted = data.draw(st.integers(min_value=0, max_value=total))
+    state = flow_state(accepted, total)
+    assert {"IN_REJETE": "93", "IN_INTEGRE": "90", "IN_INTEGRE_PARTIEL": "96"}[state] == \
+        statut.flow_status(accepted, total - accepted)
+    assert state == ("IN_REJETE" if accepted == 0 else "IN_INTEGRE" if accepted == total else "IN_INTEGRE_PARTIEL")

@@ -167,6 +167,27 @@ def test_the_same_status_flow_twice_is_irr_uncite_and_applied_once(tmp_path, db_
         assert s.execute(select(func.count()).select_from(Flow)).scalar_one() == 3
 
 
+def test_a_status_flow_is_not_reprocessed_its_statuses_stay_applied_once(tmp_path, db_url):
+    """`edi reprocess` re-checks the invoices of an invoice flow; a status flow's lines were
+    applied once and are never applied again: the run refuses it in one line, changes nothing."""
+    platform, rows = platform_with_invoices(tmp_path, db_url, invoices=2)
+    flow = send(platform, [Answer(rows[0], "07"), Answer(rows[1], "05")])  # 05 without a reason: refused
+    assert flow.state == "IN_INTEGRE_PARTIEL"
+    before = (statuses(platform), sorted(platform.out_files()), platform.flow(flow.id).state)
+    for args in ((str(flow.id),), (flow.flow_ref, "--dry-run")):
+        result = platform.cli("reprocess", *args)
+        assert result.exit_code == 2, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+        assert f"flux {flow.id} : un flux de statuts (FEN1200A) ne se retraite pas" in result.output
+    listed = platform.cli("reprocess", "--partner", CHU, "--dry-run", "--json")
+    assert listed.exit_code == 2 and json.loads(listed.stdout) == dict(dry_run=True, flows=[], refused=[
+        f"flux {flow.id} : un flux de statuts (FEN1200A) ne se retraite pas : ses statuts sont appliqués une fois"])
+    assert (statuses(platform), sorted(platform.out_files()), platform.flow(flow.id).state) == before
+    with db.session(platform.url) as s:
+        assert s.execute(select(Flow.owner).where(Flow.id == flow.id)).scalar_one() is None
+        assert s.execute(select(func.count()).select_from(StatusEvent).where(StatusEvent.code == "07")).scalar_one() == 1
+
+
 # ------------------------------------------------------------------ crash and resume (real `edi serve`)
 
 

@@ -68,6 +68,16 @@ INTEGRATED = "IN_INTEGRE"
 PARTIAL = "IN_INTEGRE_PARTIEL"
 REJECTED = "IN_REJETE"
 TERMINAL_STATES = (INTEGRATED, PARTIAL, REJECTED)
+
+
+def flow_state(accepted: int, total: int) -> str:
+    """The final state of a recevable flow of `total` invoices (or status lines), `accepted` of them
+    integrated: the one rule for the pipeline, status flows and reprocessing (an irrecevable
+    flow is IN_REJETE whatever its counts)."""
+    if accepted <= 0:
+        return REJECTED
+    return INTEGRATED if accepted == total else PARTIAL
+
 # A flow whose processing failed on a platform error MAX_ATTEMPTS times waits for ops
 # (`edi flows retry REF`), as Chorus Pro's IN_EN_ATTENTE_RETRAITEMENT_CPP, instead of
 # blocking the queue.

@@ -146,7 +146,7 @@ def recycle_by_ops(url: str, spool: Spool, ej_patterns, deposit_no: str, *, sire
     in the event's comment (the console: the supplier and its user's login)."""
     at = utcnow()
     with db.session(url) as s:
-        invoice = _by_deposit(s, deposit_no)
+        invoice = status.deposited(s, deposit_no)
         previous = invoice.status
         _check(lifecycle.check_move(previous, lifecycle.AVAILABLE, lifecycle.PLATFORM), invoice, "recycler")
         new = (siret or invoice.recipient_siret, invoice.code_service if code_service is None else code_service,
@@ -171,7 +171,7 @@ def complete_by_ops(url: str, files: list[str], *, deposit_no: str, comment: str
     supplier; 12 Complétée, reported and delivered again — in one transaction."""
     at = utcnow()
     with db.session(url) as s:
-        invoice = _by_deposit(s, deposit_no)
+        invoice = status.deposited(s, deposit_no)
         previous = invoice.status
         _check(lifecycle.check_move(previous, lifecycle.COMPLETED, lifecycle.SUPPLIER), invoice, "compléter")
         if not files:
@@ -181,13 +181,6 @@ def complete_by_ops(url: str, files: list[str], *, deposit_no: str, comment: str
         event = complete(s, invoice, path=invoice.path, producer=producer, actor=lifecycle.SUPPLIER,
                          comment=text, at=at)
         return _reported(s, invoice, event, previous, COMPLETE, at)
-
-
-def _by_deposit(s, deposit_no: str) -> Invoice:
-    invoice = s.execute(select(Invoice).where(Invoice.deposit_no == deposit_no)).scalars().first()
-    if invoice is None:
-        raise status.Refused(Refusal("REJ_INEX", f"aucune facture déposée sous le numéro {deposit_no}"))
-    return invoice
 
 
 def _check(refusal: Refusal | None, invoice: Invoice, verb: str) -> None:

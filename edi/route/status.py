@@ -55,6 +55,20 @@ class Applied:
     report: str  # file name of the FEN1200A sent to the supplier's sender
 
 
+def by_deposit(s, deposit_no: str) -> Invoice | None:
+    """The invoice deposited under this number (ops, the console and the CLI name an invoice by
+    it), None when there is none."""
+    return s.execute(select(Invoice).where(Invoice.deposit_no == deposit_no)).scalars().first()
+
+
+def deposited(s, deposit_no: str) -> Invoice:
+    """`by_deposit` for a change asked on the invoice: Refused (REJ_INEX) when there is none."""
+    invoice = by_deposit(s, deposit_no)
+    if invoice is None:
+        raise Refused(Refusal("REJ_INEX", f"aucune facture déposée sous le numéro {deposit_no}"))
+    return invoice
+
+
 def record(s, invoice: Invoice, change: Change, at: datetime) -> StatusEvent:
     """Check `change` against the invoice's current status and apply it in session `s` (not
     committed): Refused when the table forbids it, Conflict when the status moved meanwhile."""
@@ -162,9 +176,7 @@ def change_status(url: str, deposit_no: str, change: Change, attempts: int = 3) 
     for _ in range(attempts):
         at = utcnow()
         with db.session(url) as s:
-            invoice = s.execute(select(Invoice).where(Invoice.deposit_no == deposit_no)).scalars().first()
-            if invoice is None:
-                raise Refused(Refusal("REJ_INEX", f"aucune facture déposée sous le numéro {deposit_no}"))
+            invoice = deposited(s, deposit_no)
             previous = invoice.status
             try:
                 event = record(s, invoice, change, at)
@@ -181,7 +193,7 @@ def history(url: str, deposit_no: str) -> dict | None:
     """An invoice's life so far, for `edi invoices history`: its current status, what each role
     may set next, and every event (oldest first) with the report that carried it."""
     with db.session(url) as s:
-        invoice = s.execute(select(Invoice).where(Invoice.deposit_no == deposit_no)).scalars().first()
+        invoice = by_deposit(s, deposit_no)
         if invoice is None:
             return None
         rows = s.execute(select(StatusEvent, Report.filename).outerjoin(Report, Report.id == StatusEvent.report_id)
