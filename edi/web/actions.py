@@ -35,12 +35,8 @@ class ActionRefused(Exception):
 
 def _ops_flow(web, user: User, ref: str) -> int:
     """The flow's id, for an ops user; 404 for what the user cannot see, 403 for a sender."""
-    from edi.queries import find_flow
-
-    with db.session(web.url) as s:
-        flow = find_flow(s, ref)
-        flow_id = flow.id if flow is not None else None
-    if flow_id is None or not search.flow_visible(web.url, search.scope_of(web.cfg, user), flow_id):
+    flow_id = search.visible_flow_id(web.url, search.scope_of(web.cfg, user), ref)
+    if flow_id is None:
         raise ActionRefused(404, f"Flux {ref} introuvable.")
     if user.role != "ops":
         raise ActionRefused(403, "Action réservée à l'exploitation.")

@@ -47,9 +47,8 @@ def flows(request: Request, user: CurrentUser, partner: str = "", state: str = "
 
 @router.get("/flows/{ref}", summary="Un flux (FLOWID ou identifiant interne)")
 def flow(request: Request, user: CurrentUser, ref: str):
-    url = request.app.state.web.url
-    detail = queries.flow_detail(url, ref)
-    if detail is None or not search.flow_visible(url, _scope(request, user), detail["id"]):
+    detail = search.visible_flow_detail(request.app.state.web.url, _scope(request, user), ref)
+    if detail is None:
         raise HTTPException(404, f"Flux {ref} introuvable")
     return detail
 

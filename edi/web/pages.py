@@ -195,8 +195,9 @@ def _visible_flow(request: Request, user: User, ref: str) -> dict:
     """The flow as its page shows it: one page of its invoices (`?page=N`), the flow-level trace."""
     url = request.app.state.web.url
     page = _page_number(request)
-    detail = queries.flow_detail(url, ref, page=((page - 1) * FLOW_INVOICES_PAGE, FLOW_INVOICES_PAGE))
-    if detail is None or not search.flow_visible(url, _scope(request, user), detail["id"]):
+    detail = search.visible_flow_detail(url, _scope(request, user), ref,
+                                        page=((page - 1) * FLOW_INVOICES_PAGE, FLOW_INVOICES_PAGE))
+    if detail is None:
         raise HTTPException(404, f"Flux {ref} introuvable.")
     return detail
 

@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import false, func, or_, select
 
-from edi import db
+from edi import db, queries
 from edi.finding import FATAL
 from edi.db.models import ON_HOLD, IN_PROGRESS, RECEIVED, Finding, Flow, Invoice, Partner, ReportPush, Service, Structure
 from edi.reports.statut import LIFECYCLE_LABELS
@@ -224,13 +224,19 @@ def all_invoices(url: str, scope: Scope, f: InvoiceFilter) -> Iterator[dict]:
             yield _invoice_row(*row)
 
 
-def flow_visible(url: str, scope: Scope, flow_id: int) -> bool:
-    """A flow the user may open; anything else answers 404, as if it did not exist."""
+def visible_flow_detail(url: str, scope: Scope, ref: str, page: tuple[int, int] | None = None) -> dict | None:
+    """The flow's detail (`queries.flow_detail`) if the user may open it, the scope in the query
+    itself; None for anything else, which answers 404 as if it did not exist."""
+    return queries.flow_detail(url, ref, page=page, app=scope.app) if scope.sees_flows else None
+
+
+def visible_flow_id(url: str, scope: Scope, ref: str) -> int | None:
+    """The id alone of a flow the user may open (an action, a report download); else None."""
     if not scope.sees_flows:
-        return False
+        return None
     with db.session(url) as s:
-        app = s.execute(select(Flow.app).where(Flow.id == flow_id)).scalar_one_or_none()
-    return app is not None and (scope.app is None or app == scope.app)
+        flow = queries.find_flow(s, ref, scope.app)
+        return flow.id if flow is not None else None
 
 
 def invoice_visible(url: str, scope: Scope, deposit_no: str) -> bool:
