@@ -122,6 +122,12 @@ def report_contents(url: str, flow_id: int) -> list[dict]:
     return [dict(filename=name, content=content) for name, content in rows]
 
 
+def report_content(url: str, flow_id: int, filename: str) -> bytes | None:
+    """One report of a flow as stored (a download), None when the flow has none by that name."""
+    with db.session(url) as s:
+        return s.execute(select(Report.content).where(Report.flow_id == flow_id, Report.filename == filename)).scalar()
+
+
 def invoice_detail(url: str, deposit_no: str) -> dict | None:
     with db.session(url) as s:
         inv = s.execute(select(Invoice).where(Invoice.deposit_no == deposit_no)).scalars().first()

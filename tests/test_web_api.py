@@ -358,6 +358,11 @@ def test_pages_as_ops(console, ops):
     xml = ops.get(f"/flux/{console.demo_flow.id}/rapports/{report['filename']}")
     assert xml.status_code == 200 and xml.content == report["content"]
     assert xml.headers["content-type"].startswith("application/xml")
+    other_report = console.platform.stored_reports(console.other_flow.id)[0]["filename"]
+    for name in ("INCONNU.xml", other_report):  # only a report of this very flow is served
+        missing = ops.get(f"/flux/{console.demo_flow.id}/rapports/{name}")
+        assert missing.status_code == 404 and f"Compte rendu {name} introuvable pour ce flux" in missing.text
+    assert ops.get(f"/flux/999999/rapports/{report['filename']}").status_code == 404
     listing = ops.get("/flux", params={"state": "IN_INTEGRE"})
     assert console.other_flow.filename in listing.text and console.demo_flow.filename not in listing.text
 

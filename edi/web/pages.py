@@ -251,12 +251,16 @@ def report_resend(request: Request, user: PageUser, ref: str, filename: str, csr
 
 @router.get("/flux/{ref}/rapports/{filename}")
 def flow_report(request: Request, user: PageUser, ref: str, filename: str):
-    detail = _visible_flow(request, user, ref)
-    for report in queries.report_contents(request.app.state.web.url, detail["id"]):
-        if report["filename"] == filename:
-            return Response(report["content"], media_type="application/xml",
-                            headers={"Content-Disposition": f'attachment; filename="{filename}"'})
-    raise HTTPException(404, f"Compte rendu {filename} introuvable pour ce flux.")
+    """One report's XML, from the flow's id alone (not the whole detail of the flow's page)."""
+    url = request.app.state.web.url
+    flow_id = search.visible_flow_id(url, _scope(request, user), ref)
+    if flow_id is None:
+        raise HTTPException(404, f"Flux {ref} introuvable.")
+    content = queries.report_content(url, flow_id, filename)
+    if content is None:
+        raise HTTPException(404, f"Compte rendu {filename} introuvable pour ce flux.")
+    return Response(content, media_type="application/xml",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @router.get("/deposer")
