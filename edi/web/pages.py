@@ -275,7 +275,7 @@ def deposit(request: Request, user: PageUser, file: UploadFile, csrf: Annotated[
     check_csrf(request, csrf)
     web = request.app.state.web
     try:
-        flow_row = upload.deposit(web.cfg, user, file.filename or "", iter(lambda: file.file.read(1 << 20), b""))
+        flow_row = upload.deposit(web.cfg, user, file.filename or "", upload.chunks(file.file))
     except upload.UploadRefused as exc:
         return _render(request, "deposit.html", {"result": None, "error": f"{exc.code} — {exc.message}"},
                        exc.status)
@@ -369,7 +369,7 @@ def invoice_complete(request: Request, user: PageUser, deposit_no: str,
                      pieces: Annotated[list[UploadFile] | None, File()] = None, csrf: Annotated[str, Form()] = "",
                      commentaire: Annotated[str, Form()] = ""):
     check_csrf(request, csrf)
-    found = [actions.Piece(f.filename or "", iter(lambda f=f: f.file.read(1 << 20), b"")) for f in pieces or []]
+    found = [actions.Piece(f.filename or "", upload.chunks(f.file)) for f in pieces or []]
     return _invoice_action(request, user, deposit_no, lambda web: actions.complete(
         web, user, deposit_no, found, commentaire), _done("complétée"))
 

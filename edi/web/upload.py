@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from sqlalchemy import or_, select
 
@@ -71,6 +71,15 @@ def _already_received(url: str, app: str, flow_ref: str) -> bool:
     with db.session(url) as s:
         return s.execute(select(Flow.id).where(or_(
             Flow.flow_key == f"{app}/{flow_ref}", (Flow.app == app) & Flow.filename.in_(names)))).first() is not None
+
+
+CHUNK = 1 << 20  # an upload is read and written by pieces of this many bytes
+
+
+def chunks(fh) -> Iterator[bytes]:
+    """An uploaded file's bytes, read as `write` takes them (a flow, a piece)."""
+    while data := fh.read(CHUNK):
+        yield data
 
 
 def write(path, chunks: Iterable[bytes], limit: int, too_big: Exception) -> int:
