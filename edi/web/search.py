@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from typing import Self
 
 from sqlalchemy import false, func, or_, select
 
@@ -91,20 +92,24 @@ def _start(day: date) -> datetime:
 
 
 @dataclass(frozen=True)
-class FlowFilter:
+class _Filter:
+    @classmethod
+    def of(cls, params) -> Self:
+        """The filter of a page's query parameters (absent: empty; spaces trimmed)."""
+        return cls(**{f.name: (params.get(f.name) or "").strip() for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class FlowFilter(_Filter):
     partner: str = ""
     state: str = ""
     since: str = ""  # received on or after (AAAA-MM-JJ, UTC)
     until: str = ""  # received on or before
     flowid: str = ""
 
-    @classmethod
-    def of(cls, params) -> FlowFilter:
-        return cls(**{f.name: (params.get(f.name) or "").strip() for f in fields(cls)})
-
 
 @dataclass(frozen=True)
-class InvoiceFilter:
+class InvoiceFilter(_Filter):
     number: str = ""
     supplier: str = ""  # supplier SIRET (or identifier)
     recipient: str = ""  # recipient SIRET
@@ -115,10 +120,6 @@ class InvoiceFilter:
     until: str = ""
     amount_min: str = ""  # total TTC
     amount_max: str = ""
-
-    @classmethod
-    def of(cls, params) -> InvoiceFilter:
-        return cls(**{f.name: (params.get(f.name) or "").strip() for f in fields(cls)})
 
 
 def _received_between(query, since: str, until: str):
@@ -145,8 +146,6 @@ def _flows_query(scope: Scope, f: FlowFilter):
             conditions.append(Flow.id == int(f.flowid))
         query = query.where(or_(*conditions))
     return _received_between(query, f.since, f.until).order_by(Flow.id.desc())
-
-
 
 
 def _invoices_in_scope(query, scope: Scope, joined: bool = False):
@@ -247,14 +246,10 @@ def invoice_visible(url: str, scope: Scope, deposit_no: str) -> bool:
 
 
 @dataclass(frozen=True)
-class StructureFilter:
+class StructureFilter(_Filter):
     siret: str = ""
     name: str = ""  # part of the raison sociale, any case
     city: str = ""  # part of the city, any case
-
-    @classmethod
-    def of(cls, params) -> StructureFilter:
-        return cls(**{f.name: (params.get(f.name) or "").strip() for f in fields(cls)})
 
 
 def _contains(column, text: str):
