@@ -48,20 +48,25 @@ def list_flows(url: str, *, partner=None, state=None, since=None, limit: int = 1
         return [_flow_dict(f) for f in s.execute(query).scalars()]
 
 
-def find_flow(s, ref: str) -> Flow | None:
-    """REF is the FLOWID (the latest flow with it) or the internal id."""
+def find_flow(s, ref: str, app: str | None = None) -> Flow | None:
+    """REF is the FLOWID (the latest flow with it) or the internal id; `app`: among that
+    sender's flows only (the console's scope, in the query itself)."""
     conditions = [Flow.flow_ref == ref]
     if ref.isdigit() and len(ref) < 19:
         conditions.append(Flow.id == int(ref))
-    return s.execute(select(Flow).where(or_(*conditions)).order_by(Flow.id.desc())).scalars().first()
+    query = select(Flow).where(or_(*conditions))
+    if app is not None:
+        query = query.where(Flow.app == app)
+    return s.execute(query.order_by(Flow.id.desc())).scalars().first()
 
 
-def flow_detail(url: str, ref: str, *, page: tuple[int, int] | None = None) -> dict | None:
+def flow_detail(url: str, ref: str, *, page: tuple[int, int] | None = None, app: str | None = None) -> dict | None:
     """A flow, its reports, findings, invoices and trace (`edi flows show --json`). `page`
     (offset, size): only that slice of the invoices, their findings, `has_more`, and the trace
-    without its per-invoice steps — what the console shows of a flow of 100,000 invoices."""
+    without its per-invoice steps — what the console shows of a flow of 100,000 invoices.
+    `app`: as `find_flow`."""
     with db.session(url) as s:
-        flow = find_flow(s, ref)
+        flow = find_flow(s, ref, app)
         if flow is None:
             return None
         out = _flow_dict(flow)
@@ -116,6 +121,12 @@ def report_contents(url: str, flow_id: int) -> list[dict]:
         rows = s.execute(select(Report.filename, Report.content).where(Report.flow_id == flow_id)
                          .order_by(Report.id)).all()
     return [dict(filename=name, content=content) for name, content in rows]
+
+
+def report_content(url: str, flow_id: int, filename: str) -> bytes | None:
+    """One report of a flow as stored (a download), None when the flow has none by that name."""
+    with db.session(url) as s:
+        return s.execute(select(Report.content).where(Report.flow_id == flow_id, Report.filename == filename)).scalar()
 
 
 def invoice_detail(url: str, deposit_no: str) -> dict | None:

@@ -347,6 +347,10 @@ def test_sender_completes_an_invoice_in_06_from_the_page_and_the_api(tmp_path, d
     big = client.post(f"/factures/{deposit}/completer", data={"csrf": _csrf(page)},
                       files=[("pieces", ("gros.pdf", b"x" * 1001, "application/pdf"))])
     assert big.status_code == 413 and "1000 octets" in big.text
+    assert "REJ_INC : pièce jointe gros.pdf de plus de 1000 octets" in big.text
+    empty = client.post(f"/factures/{deposit}/completer", data={"csrf": _csrf(page)},
+                        files=[("pieces", ("vide.pdf", b"", "application/pdf"))])
+    assert empty.status_code == 400 and "REJ_INC : pièce jointe vide.pdf vide" in empty.text
     none = client.post(f"/factures/{deposit}/completer", data={"csrf": _csrf(page)})
     assert none.status_code == 400 and "REJ_INC" in none.text
     assert set(console.platform.out_files(DEMO)) == before

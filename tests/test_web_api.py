@@ -271,6 +271,24 @@ def test_role_isolation_sender(console):
     assert client.get(f"/flux/{console.demo_flow.id}").status_code == 200
 
 
+def test_a_flowid_two_senders_used_opens_each_senders_own_flow(tmp_path):
+    """The scope is in the query: a FLOWID is unique per sender only, so a sender asking for one
+    another sender also used (later) gets its own flow, never the other's nor a 404."""
+    console = make_console(tmp_path)
+    shared = console.demo_flow.flow_ref
+    later = console.platform.ingest(generated(tmp_path, "FSO1110A", 1, seed=5, partner=OTHER, flow_id=shared).path)
+    assert later.app == OTHER and later.flow_ref == shared and later.id > console.demo_flow.id
+    client = console.client()
+    for login, expected in (("demo", console.demo_flow), ("autre", later), ("ops", later)):
+        found = client.get(f"/api/v1/flows/{shared}", headers=console.token(login))
+        assert found.status_code == 200 and found.json()["id"] == expected.id, login
+    report = console.platform.stored_reports(console.demo_flow.id)[0]
+    assert console.login(client, "demo").status_code == 303
+    download = client.get(f"/flux/{shared}/rapports/{report['filename']}")
+    assert download.status_code == 200 and download.content == report["content"]
+    assert client.get(f"/flux/{later.id}").status_code == 404
+
+
 def test_role_isolation_recipient(console):
     client, token = console.client(), console.token("chu")
     invoices = client.get("/api/v1/invoices", headers=token).json()["items"]
@@ -340,6 +358,11 @@ def test_pages_as_ops(console, ops):
     xml = ops.get(f"/flux/{console.demo_flow.id}/rapports/{report['filename']}")
     assert xml.status_code == 200 and xml.content == report["content"]
     assert xml.headers["content-type"].startswith("application/xml")
+    other_report = console.platform.stored_reports(console.other_flow.id)[0]["filename"]
+    for name in ("INCONNU.xml", other_report):  # only a report of this very flow is served
+        missing = ops.get(f"/flux/{console.demo_flow.id}/rapports/{name}")
+        assert missing.status_code == 404 and f"Compte rendu {name} introuvable pour ce flux" in missing.text
+    assert ops.get(f"/flux/999999/rapports/{report['filename']}").status_code == 404
     listing = ops.get("/flux", params={"state": "IN_INTEGRE"})
     assert console.other_flow.filename in listing.text and console.demo_flow.filename not in listing.text
 

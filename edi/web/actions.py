@@ -20,7 +20,7 @@ from edi import db, lifecycle, log
 from edi.db.models import ON_HOLD, RECEIVED, Flow, Report
 from edi.reports.outbox import deliver_pending
 from edi.spool import Spool
-from edi.web import search
+from edi.web import search, upload
 from edi.web.users import User
 
 LOG = log.get("edi.web.actions")
@@ -35,12 +35,8 @@ class ActionRefused(Exception):
 
 def _ops_flow(web, user: User, ref: str) -> int:
     """The flow's id, for an ops user; 404 for what the user cannot see, 403 for a sender."""
-    from edi.queries import find_flow
-
-    with db.session(web.url) as s:
-        flow = find_flow(s, ref)
-        flow_id = flow.id if flow is not None else None
-    if flow_id is None or not search.flow_visible(web.url, search.scope_of(web.cfg, user), flow_id):
+    flow_id = search.visible_flow_id(web.url, search.scope_of(web.cfg, user), ref)
+    if flow_id is None:
         raise ActionRefused(404, f"Flux {ref} introuvable.")
     if user.role != "ops":
         raise ActionRefused(403, "Action réservée à l'exploitation.")
@@ -192,17 +188,11 @@ def complete(web, user: User, deposit_no: str, pieces: list[Piece], comment: str
         for n, piece in enumerate(pieces, start=1):
             path = os.path.join(folder, str(n))
             os.mkdir(path)
-            path = os.path.join(path, safe_filename(piece.filename))
-            size = 0
-            with open(path, "wb") as fh:
-                for chunk in piece.chunks:
-                    size += len(chunk)
-                    if size > limit:
-                        raise ActionRefused(413, f"REJ_INC : pièce jointe {safe_filename(piece.filename)} "
-                                                 f"de plus de {limit} octets")
-                    fh.write(chunk)
-            if size == 0:
-                raise ActionRefused(400, f"REJ_INC : pièce jointe {safe_filename(piece.filename)} vide")
+            name = safe_filename(piece.filename)
+            path = os.path.join(path, name)
+            too_big = ActionRefused(413, f"REJ_INC : pièce jointe {name} de plus de {limit} octets")
+            if upload.write(path, piece.chunks, limit, too_big) == 0:
+                raise ActionRefused(400, f"REJ_INC : pièce jointe {name} vide")
             paths.append(path)
         if not paths:
             raise ActionRefused(400, "REJ_INC : aucune pièce jointe : joignez au moins un fichier")

@@ -21,7 +21,6 @@ from edi.web.users import User
 router = APIRouter(prefix="/api/v1", tags=["v1"], responses={
     401: {"description": "Jeton absent ou invalide"}, 404: {"description": "Introuvable, ou hors de votre périmètre"}})
 CurrentUser = Annotated[User, Depends(api_user)]
-_CHUNK = 1 << 20
 
 
 def _scope(request: Request, user: User) -> search.Scope:
@@ -47,9 +46,8 @@ def flows(request: Request, user: CurrentUser, partner: str = "", state: str = "
 
 @router.get("/flows/{ref}", summary="Un flux (FLOWID ou identifiant interne)")
 def flow(request: Request, user: CurrentUser, ref: str):
-    url = request.app.state.web.url
-    detail = queries.flow_detail(url, ref)
-    if detail is None or not search.flow_visible(url, _scope(request, user), detail["id"]):
+    detail = search.visible_flow_detail(request.app.state.web.url, _scope(request, user), ref)
+    if detail is None:
         raise HTTPException(404, f"Flux {ref} introuvable")
     return detail
 
@@ -63,13 +61,8 @@ async def deposit(request: Request, user: CurrentUser, file: UploadFile):
     if user.role == "recipient":
         raise HTTPException(403, "Un destinataire ne dépose pas de flux de factures")
     web = request.app.state.web
-
-    def chunks():
-        while data := file.file.read(_CHUNK):
-            yield data
-
     try:
-        flow = await run_in_threadpool(upload.deposit, web.cfg, user, file.filename or "", chunks())
+        flow = await run_in_threadpool(upload.deposit, web.cfg, user, file.filename or "", upload.chunks(file.file))
     except upload.UploadRefused as exc:
         return JSONResponse({"code": exc.code, "detail": exc.message}, status_code=exc.status)
     if web.on_deposit:
@@ -162,5 +155,5 @@ def invoice_complete(request: Request, user: CurrentUser, deposit_no: str,
                      comment: Annotated[str, Form()] = ""):
     """Comme `edi invoices complete` : une ou plusieurs pièces (`files`, multipart) et un
     commentaire ; statut 12 Complétée, compte rendu FEN1200A, facture remise de nouveau."""
-    pieces = [actions.Piece(f.filename or "", iter(lambda f=f: f.file.read(_CHUNK), b"")) for f in files or []]
+    pieces = [actions.Piece(f.filename or "", upload.chunks(f.file)) for f in files or []]
     return _applied(_act(lambda: actions.complete(request.app.state.web, user, deposit_no, pieces, comment)))

@@ -195,8 +195,9 @@ def _visible_flow(request: Request, user: User, ref: str) -> dict:
     """The flow as its page shows it: one page of its invoices (`?page=N`), the flow-level trace."""
     url = request.app.state.web.url
     page = _page_number(request)
-    detail = queries.flow_detail(url, ref, page=((page - 1) * FLOW_INVOICES_PAGE, FLOW_INVOICES_PAGE))
-    if detail is None or not search.flow_visible(url, _scope(request, user), detail["id"]):
+    detail = search.visible_flow_detail(url, _scope(request, user), ref,
+                                        page=((page - 1) * FLOW_INVOICES_PAGE, FLOW_INVOICES_PAGE))
+    if detail is None:
         raise HTTPException(404, f"Flux {ref} introuvable.")
     return detail
 
@@ -250,12 +251,16 @@ def report_resend(request: Request, user: PageUser, ref: str, filename: str, csr
 
 @router.get("/flux/{ref}/rapports/{filename}")
 def flow_report(request: Request, user: PageUser, ref: str, filename: str):
-    detail = _visible_flow(request, user, ref)
-    for report in queries.report_contents(request.app.state.web.url, detail["id"]):
-        if report["filename"] == filename:
-            return Response(report["content"], media_type="application/xml",
-                            headers={"Content-Disposition": f'attachment; filename="{filename}"'})
-    raise HTTPException(404, f"Compte rendu {filename} introuvable pour ce flux.")
+    """One report's XML, from the flow's id alone (not the whole detail of the flow's page)."""
+    url = request.app.state.web.url
+    flow_id = search.visible_flow_id(url, _scope(request, user), ref)
+    if flow_id is None:
+        raise HTTPException(404, f"Flux {ref} introuvable.")
+    content = queries.report_content(url, flow_id, filename)
+    if content is None:
+        raise HTTPException(404, f"Compte rendu {filename} introuvable pour ce flux.")
+    return Response(content, media_type="application/xml",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 @router.get("/deposer")
@@ -270,7 +275,7 @@ def deposit(request: Request, user: PageUser, file: UploadFile, csrf: Annotated[
     check_csrf(request, csrf)
     web = request.app.state.web
     try:
-        flow_row = upload.deposit(web.cfg, user, file.filename or "", iter(lambda: file.file.read(1 << 20), b""))
+        flow_row = upload.deposit(web.cfg, user, file.filename or "", upload.chunks(file.file))
     except upload.UploadRefused as exc:
         return _render(request, "deposit.html", {"result": None, "error": f"{exc.code} — {exc.message}"},
                        exc.status)
@@ -364,7 +369,7 @@ def invoice_complete(request: Request, user: PageUser, deposit_no: str,
                      pieces: Annotated[list[UploadFile] | None, File()] = None, csrf: Annotated[str, Form()] = "",
                      commentaire: Annotated[str, Form()] = ""):
     check_csrf(request, csrf)
-    found = [actions.Piece(f.filename or "", iter(lambda f=f: f.file.read(1 << 20), b"")) for f in pieces or []]
+    found = [actions.Piece(f.filename or "", upload.chunks(f.file)) for f in pieces or []]
     return _invoice_action(request, user, deposit_no, lambda web: actions.complete(
         web, user, deposit_no, found, commentaire), _done("complétée"))
 

@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from typing import Self
 
 from sqlalchemy import false, func, or_, select
 
-from edi import db
+from edi import db, queries
 from edi.finding import FATAL
 from edi.db.models import ON_HOLD, IN_PROGRESS, RECEIVED, Finding, Flow, Invoice, Partner, ReportPush, Service, Structure
 from edi.reports.statut import LIFECYCLE_LABELS
@@ -91,20 +92,24 @@ def _start(day: date) -> datetime:
 
 
 @dataclass(frozen=True)
-class FlowFilter:
+class _Filter:
+    @classmethod
+    def of(cls, params) -> Self:
+        """The filter of a page's query parameters (absent: empty; spaces trimmed)."""
+        return cls(**{f.name: (params.get(f.name) or "").strip() for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class FlowFilter(_Filter):
     partner: str = ""
     state: str = ""
     since: str = ""  # received on or after (AAAA-MM-JJ, UTC)
     until: str = ""  # received on or before
     flowid: str = ""
 
-    @classmethod
-    def of(cls, params) -> FlowFilter:
-        return cls(**{f.name: (params.get(f.name) or "").strip() for f in fields(cls)})
-
 
 @dataclass(frozen=True)
-class InvoiceFilter:
+class InvoiceFilter(_Filter):
     number: str = ""
     supplier: str = ""  # supplier SIRET (or identifier)
     recipient: str = ""  # recipient SIRET
@@ -115,10 +120,6 @@ class InvoiceFilter:
     until: str = ""
     amount_min: str = ""  # total TTC
     amount_max: str = ""
-
-    @classmethod
-    def of(cls, params) -> InvoiceFilter:
-        return cls(**{f.name: (params.get(f.name) or "").strip() for f in fields(cls)})
 
 
 def _received_between(query, since: str, until: str):
@@ -145,8 +146,6 @@ def _flows_query(scope: Scope, f: FlowFilter):
             conditions.append(Flow.id == int(f.flowid))
         query = query.where(or_(*conditions))
     return _received_between(query, f.since, f.until).order_by(Flow.id.desc())
-
-
 
 
 def _invoices_in_scope(query, scope: Scope, joined: bool = False):
@@ -224,13 +223,19 @@ def all_invoices(url: str, scope: Scope, f: InvoiceFilter) -> Iterator[dict]:
             yield _invoice_row(*row)
 
 
-def flow_visible(url: str, scope: Scope, flow_id: int) -> bool:
-    """A flow the user may open; anything else answers 404, as if it did not exist."""
+def visible_flow_detail(url: str, scope: Scope, ref: str, page: tuple[int, int] | None = None) -> dict | None:
+    """The flow's detail (`queries.flow_detail`) if the user may open it, the scope in the query
+    itself; None for anything else, which answers 404 as if it did not exist."""
+    return queries.flow_detail(url, ref, page=page, app=scope.app) if scope.sees_flows else None
+
+
+def visible_flow_id(url: str, scope: Scope, ref: str) -> int | None:
+    """The id alone of a flow the user may open (an action, a report download); else None."""
     if not scope.sees_flows:
-        return False
+        return None
     with db.session(url) as s:
-        app = s.execute(select(Flow.app).where(Flow.id == flow_id)).scalar_one_or_none()
-    return app is not None and (scope.app is None or app == scope.app)
+        flow = queries.find_flow(s, ref, scope.app)
+        return flow.id if flow is not None else None
 
 
 def invoice_visible(url: str, scope: Scope, deposit_no: str) -> bool:
@@ -241,14 +246,10 @@ def invoice_visible(url: str, scope: Scope, deposit_no: str) -> bool:
 
 
 @dataclass(frozen=True)
-class StructureFilter:
+class StructureFilter(_Filter):
     siret: str = ""
     name: str = ""  # part of the raison sociale, any case
     city: str = ""  # part of the city, any case
-
-    @classmethod
-    def of(cls, params) -> StructureFilter:
-        return cls(**{f.name: (params.get(f.name) or "").strip() for f in fields(cls)})
 
 
 def _contains(column, text: str):

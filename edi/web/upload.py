@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from sqlalchemy import or_, select
 
@@ -53,7 +53,8 @@ def deposit(cfg, user: User, filename: str, chunks: Iterable[bytes]) -> Flow:
     staging.mkdir(parents=True)
     try:
         path = staging / filename
-        size = _write(path, chunks, cfg.max_flow_bytes)
+        size = write(path, chunks, cfg.max_flow_bytes,
+                     UploadRefused("IRR_TAILLE", f"plus de {cfg.max_flow_bytes} octets"))
         if size == 0:
             raise UploadRefused("IRR_VIDE")
         flow = intake.take(cfg.database_url, spool, path, name.app, move=True, origin=f"api:{user.login}")
@@ -72,13 +73,24 @@ def _already_received(url: str, app: str, flow_ref: str) -> bool:
             Flow.flow_key == f"{app}/{flow_ref}", (Flow.app == app) & Flow.filename.in_(names)))).first() is not None
 
 
-def _write(path, chunks: Iterable[bytes], limit: int) -> int:
+CHUNK = 1 << 20  # an upload is read and written by pieces of this many bytes
+
+
+def chunks(fh) -> Iterator[bytes]:
+    """An uploaded file's bytes, read as `write` takes them (a flow, a piece)."""
+    while data := fh.read(CHUNK):
+        yield data
+
+
+def write(path, chunks: Iterable[bytes], limit: int, too_big: Exception) -> int:
+    """Write uploaded bytes as they arrive (never all in memory); past `limit` bytes, stop and
+    raise `too_big` (the caller's own refusal). Returns the size written, synced to disk."""
     size = 0
     with open(path, "wb") as fh:
         for chunk in chunks:
             size += len(chunk)
             if size > limit:
-                raise UploadRefused("IRR_TAILLE", f"plus de {limit} octets")
+                raise too_big
             fh.write(chunk)
         fh.flush()
         os.fsync(fh.fileno())
